@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what the project needs, idempotently (a second run costs seconds).
+#   scripts/setup.sh web   — Rust wasm target + wasm-bindgen-cli (building and serving the app)
+#   scripts/setup.sh test  — the above + Debian packages (lavapipe Vulkan, Chromium) + npm packages
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+scope="${1:-test}"
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_packages() {
+  local missing=()
+  for p in mesa-vulkan-drivers libvulkan1 chromium; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+wasm_target() {
+  rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+}
+
+wasm_bindgen_cli() {
+  local want; want="$(wasm_bindgen_version)"
+  if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
+    # --locked fails for this version (see shared toolchain notes); the registry build is fine.
+    cargo install wasm-bindgen-cli --version "$want"
+  fi
+}
+
+npm_packages() {
+  cd "$ROOT"
+  if [ ! -d node_modules/playwright-core ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    npm ci --no-audit --no-fund
+  fi
+}
+
+phase "setup: rust wasm target" wasm_target
+phase "setup: wasm-bindgen-cli" wasm_bindgen_cli
+if [ "$scope" = test ]; then
+  phase "setup: debian packages" apt_packages
+  phase "setup: npm packages" npm_packages
+fi

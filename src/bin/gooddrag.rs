@@ -1,0 +1,56 @@
+//! `gooddrag` — the native command line. Argument parsing and printing only; the work is in the
+//! library.
+
+use clap::{Parser, Subcommand};
+use gooddrag::{device, probe};
+
+#[derive(Parser)]
+#[command(name = "gooddrag", version, about = "GoodDrag drag editing on Stable Diffusion 1.5 (native CLI)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the device probe (GroupNorm → SiLU → Conv2d → attention, forward + backward) and
+    /// print the adapter and the numbers; the browser test compares its WebGPU run to this.
+    Probe {
+        /// `cpu` (burn-flex) or `wgpu` (Vulkan; lavapipe without a GPU).
+        #[arg(long, default_value = "wgpu")]
+        device: String,
+        /// Print the full result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> gooddrag::Result<()> {
+    match cli.command {
+        Command::Probe { device, json } => {
+            let (device, adapter) = device::by_name(&device)?;
+            let started = std::time::Instant::now();
+            let result = pollster::block_on(probe::run(&device, probe::ProbeConfig::default()))?;
+            let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+            if json {
+                let out = serde_json::json!({ "adapter": adapter, "result": result, "elapsedMs": elapsed_ms });
+                println!("{out}");
+            } else {
+                println!("adapter: {} ({}, {}), shader-f16: {}", adapter.name, adapter.backend, adapter.device_type, adapter.shader_f16);
+                println!("maxBufferSize: {}, maxStorageBufferBindingSize: {}", adapter.max_buffer_size, adapter.max_storage_buffer_binding_size);
+                println!("loss: {:.6}, |output| = {}, |grad| = {}, {elapsed_ms:.1} ms", result.loss, result.output.len(), result.input_grad.len());
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Compute devices: the pure-Rust CPU device for tests, burn's wgpu device natively (Vulkan;
+//! lavapipe on machines without a GPU) and WebGPU in the browser, plus a report of what the
+//! adapter offers (name, backend, shader-f16, buffer limits) so callers can size work to it.
+//!
+//! burn's wgpu runtime may be initialised only once per process/page ("A server is still
+//! registered"), so the native device lives in a process-wide `OnceLock`; the browser keeps its
+//! own in `web/`.
+
+use burn::tensor::Device;
+use burn::tensor::wgpu::WgpuSetup;
+use serde::{Deserialize, Serialize};
+
+/// What the adapter behind a device is and what it allows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdapterReport {
+    /// Adapter name as the driver/browser reports it (may be empty in browsers).
+    pub name: String,
+    /// Graphics API: `Vulkan`, `Metal`, `Dx12`, `Gl`, `BrowserWebGpu` — or `Cpu` for the flex device.
+    pub backend: String,
+    /// `DiscreteGpu`, `IntegratedGpu`, `Cpu` (software adapters such as lavapipe and SwiftShader), …
+    pub device_type: String,
+    /// Whether the adapter can run f16 shaders (WebGPU `shader-f16`).
+    pub shader_f16: bool,
+    /// Largest buffer the adapter allows (`maxBufferSize`).
+    pub max_buffer_size: u64,
+    /// Largest buffer one shader binding may see (`maxStorageBufferBindingSize`); burn's memory
+    /// pages are at most this large, so no single tensor can exceed it.
+    pub max_storage_buffer_binding_size: u64,
+}
+
+impl AdapterReport {
+    /// Reads the report from an initialised wgpu setup.
+    pub fn from_setup(setup: &WgpuSetup) -> Self {
+        let info = setup.adapter.get_info();
+        let limits = setup.adapter.limits();
+        let features = setup.adapter.features();
+        Self {
+            name: info.name,
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            shader_f16: features.contains(burn::tensor::wgpu::wgpu::Features::SHADER_F16),
+            max_buffer_size: limits.max_buffer_size,
+            max_storage_buffer_binding_size: u64::from(limits.max_storage_buffer_binding_size),
+        }
+    }
+}
+
+/// The pure-Rust CPU device (reference results in tests).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn cpu() -> (Device, AdapterReport) {
+    let report = AdapterReport {
+        name: "burn-flex (CPU)".into(),
+        backend: "Cpu".into(),
+        device_type: "Cpu".into(),
+        shader_f16: true,
+        max_buffer_size: u64::MAX,
+        max_storage_buffer_binding_size: u64::MAX,
+    };
+    (Device::flex(), report)
+}
+
+/// The native wgpu device, initialised once per process and cloned afterwards.
+///
+/// On a machine without a GPU this is Mesa's lavapipe (install `mesa-vulkan-drivers`).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn wgpu() -> crate::Result<(Device, AdapterReport)> {
+    use std::sync::OnceLock;
+    static WGPU: OnceLock<Result<(Device, AdapterReport), String>> = OnceLock::new();
+    WGPU.get_or_init(|| {
+        Device::wgpu_options()
+            .init_with_setup()
+            .map(|(device, setup)| (device, AdapterReport::from_setup(&setup)))
+            .map_err(|e| format!("{e} (no Vulkan/Metal/DX12 adapter? on Linux without a GPU install mesa-vulkan-drivers for lavapipe)"))
+    })
+    .clone()
+    .map_err(crate::Error::DeviceInit)
+}
+
+/// A device chosen by name on the command line or in tests: `cpu` or `wgpu`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn by_name(name: &str) -> crate::Result<(Device, AdapterReport)> {
+    match name {
+        "cpu" => Ok(cpu()),
+        "wgpu" => wgpu(),
+        other => Err(crate::Error::InvalidInput(format!(
+            "unknown device `{other}`: use `cpu` or `wgpu`"
+        ))),
+    }
+}

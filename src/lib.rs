@@ -1,0 +1,12 @@
+//! GoodDrag Web core: drag editing of real photos (GoodDrag, Zhang et al. 2024) on Stable
+//! Diffusion 1.5, one Rust core behind three faces — the browser app (wasm + WebGPU in a Web
+//! Worker), the native CLI and the test suite. See `DESIGN.md` (shared) for the architecture.
+
+pub mod device;
+pub mod error;
+pub mod probe;
+
+#[cfg(target_arch = "wasm32")]
+mod web;
+
+pub use error::{Error, Result};

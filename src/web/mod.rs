@@ -1,0 +1,117 @@
+//! The wasm-bindgen boundary (thin): the JS API the Web Worker calls. Everything here converts
+//! between JS values and the core; errors become `JsError`s with the core's message, and no
+//! panic is allowed to cross (the panic hook only makes a bug visible in the console).
+//!
+//! burn's WebGPU runtime can be initialised once per page, so the device lives in a
+//! thread-local (a worker is single-threaded) and `init()` is idempotent.
+
+use std::cell::RefCell;
+
+use burn::tensor::Device;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::device::AdapterReport;
+use crate::{Error, probe};
+
+enum Engine {
+    Empty,
+    Initialising,
+    Ready(Device, AdapterReport),
+}
+
+thread_local! {
+    static ENGINE: RefCell<Engine> = const { RefCell::new(Engine::Empty) };
+}
+
+#[wasm_bindgen(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+fn js_error(e: Error) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsError> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| JsError::new(&format!("could not convert the result for JavaScript: {e}")))
+}
+
+/// Asks the browser for a WebGPU adapter before burn does, so a missing API or a refused
+/// adapter becomes a clear error instead of a failure deep inside wgpu.
+async fn check_webgpu() -> Result<(), Error> {
+    let global = js_sys::global();
+    let navigator = js_sys::Reflect::get(&global, &"navigator".into()).map_err(|_| Error::NoWebGpu)?;
+    let gpu = js_sys::Reflect::get(&navigator, &"gpu".into()).map_err(|_| Error::NoWebGpu)?;
+    if gpu.is_undefined() || gpu.is_null() {
+        return Err(Error::NoWebGpu);
+    }
+    let request: js_sys::Function = js_sys::Reflect::get(&gpu, &"requestAdapter".into())
+        .ok()
+        .and_then(|f| f.dyn_into().ok())
+        .ok_or(Error::NoWebGpu)?;
+    let promise: js_sys::Promise = request
+        .call0(&gpu)
+        .ok()
+        .and_then(|p| p.dyn_into().ok())
+        .ok_or(Error::NoAdapter)?;
+    let adapter = JsFuture::from(promise).await.map_err(|_| Error::NoAdapter)?;
+    if adapter.is_null() || adapter.is_undefined() {
+        return Err(Error::NoAdapter);
+    }
+    Ok(())
+}
+
+/// Initialises burn's WebGPU device (once per page; later calls return the same report) and
+/// resolves to the adapter report: `{ name, backend, deviceType, shaderF16, maxBufferSize,
+/// maxStorageBufferBindingSize }`.
+#[wasm_bindgen]
+pub async fn init() -> Result<JsValue, JsError> {
+    let state = ENGINE.with_borrow(|engine| match engine {
+        Engine::Empty => None,
+        Engine::Initialising => Some(Err(Error::InitInProgress)),
+        Engine::Ready(_, report) => Some(Ok(report.clone())),
+    });
+    if let Some(ready) = state {
+        return to_js(&ready.map_err(js_error)?);
+    }
+    ENGINE.set(Engine::Initialising);
+    let result = async {
+        check_webgpu().await?;
+        Device::wgpu_options()
+            .init_with_setup_async()
+            .await
+            .map(|(device, setup)| (device, AdapterReport::from_setup(&setup)))
+            .map_err(|e| Error::DeviceInit(e.to_string()))
+    }
+    .await;
+    match result {
+        Ok((device, report)) => {
+            ENGINE.set(Engine::Ready(device, report.clone()));
+            to_js(&report)
+        }
+        Err(e) => {
+            ENGINE.set(Engine::Empty);
+            Err(js_error(e))
+        }
+    }
+}
+
+fn device() -> Result<Device, JsError> {
+    ENGINE.with_borrow(|engine| match engine {
+        Engine::Ready(device, _) => Ok(device.clone()),
+        Engine::Initialising => Err(js_error(Error::InitInProgress)),
+        Engine::Empty => Err(js_error(Error::NotInitialised)),
+    })
+}
+
+/// Runs the device probe (GroupNorm → SiLU → Conv2d → attention, forward and backward to the
+/// input) on the WebGPU device and resolves to `{ config, output, loss, inputGrad }`.
+#[wasm_bindgen(js_name = runProbe)]
+pub async fn run_probe() -> Result<JsValue, JsError> {
+    let device = device()?;
+    let result = probe::run(&device, probe::ProbeConfig::default()).await.map_err(js_error)?;
+    to_js(&result)
+}
