@@ -33,6 +33,107 @@ pub enum Error {
     /// An argument from the user or a caller is invalid.
     #[error("{0}")]
     InvalidInput(String),
+    /// A safetensors weights file is malformed, truncated or uses a layout GoodDrag cannot read.
+    #[error(
+        "{file} is not a usable safetensors file: {problem}. If it was downloaded, clear the \
+         cached weights and download it again; otherwise pick the original diffusers \
+         `.safetensors` file."
+    )]
+    Safetensors {
+        /// The file, as shown to the user (e.g. "`unet/diffusion_pytorch_model.fp16.safetensors`").
+        file: String,
+        /// What is wrong, naming the tensor where there is one.
+        problem: String,
+    },
+    /// A weights file lacks a tensor the model needs.
+    #[error(
+        "{file} has no tensor `{tensor}`. The file does not belong to this model part or \
+         is not in the diffusers layout: pick the matching `.safetensors` file of a diffusers \
+         Stable Diffusion 1.5 repository."
+    )]
+    MissingTensor {
+        /// The file, as shown to the user.
+        file: String,
+        /// The diffusers weight key that was looked up.
+        tensor: String,
+    },
+    /// The bytes handed in for one planned chunk of a weights file do not match the plan.
+    #[error(
+        "chunk {chunk} of {file} does not match its download plan: {problem}. The cached copy \
+         is incomplete or belongs to another version of the file: clear the cached weights and \
+         download them again."
+    )]
+    WeightsChunk {
+        /// The file, as shown to the user.
+        file: String,
+        /// Index of the chunk in the plan.
+        chunk: usize,
+        /// What does not match.
+        problem: String,
+    },
+    /// A tensor's bytes cannot be converted to f32.
+    #[error(
+        "{tensor} cannot be read as f32: {problem}. GoodDrag reads F16, BF16 and F32 weights: \
+         use the diffusers fp16 or fp32 `.safetensors` files."
+    )]
+    TensorData {
+        /// The tensor, as shown to the user (e.g. "tensor `conv_in.weight`").
+        tensor: String,
+        /// What is wrong with its data.
+        problem: String,
+    },
+    /// The CLIP tokenizer files (`vocab.json`, `merges.txt`, tokenizer config) are unusable.
+    #[error(
+        "`{file}` is not a usable CLIP tokenizer file: {problem}. Use the `tokenizer/` folder \
+         (vocab.json, merges.txt) of a diffusers Stable Diffusion repository, unmodified."
+    )]
+    Tokenizer {
+        /// The tokenizer file name (`vocab.json`, `merges.txt`, `tokenizer_config.json`, …).
+        file: String,
+        /// What is wrong, naming the entry or line.
+        problem: String,
+    },
+    /// A weights tensor's shape differs from what the model built from `config.json` needs.
+    #[error(
+        "{file}: tensor `{tensor}` has shape {found} but the model built from config.json needs \
+         {expected}. The weights file and config.json belong to different models: use the \
+         config.json from the same folder of the same diffusers repository."
+    )]
+    WeightShape {
+        /// The file, as shown to the user.
+        file: String,
+        /// The weight key as written in the file.
+        tensor: String,
+        /// The shape the model needs (in the file's layout, e.g. `[320, 4, 3, 3]`).
+        expected: String,
+        /// The shape in the file.
+        found: String,
+    },
+    /// A weights file has a tensor the model does not have.
+    #[error(
+        "{file} has a tensor `{tensor}` that the model built from config.json does not have. \
+         The file belongs to another model or model part: pick the matching diffusers \
+         `.safetensors` file and its config.json."
+    )]
+    UnexpectedTensor {
+        /// The file, as shown to the user.
+        file: String,
+        /// The weight key as written in the file.
+        tensor: String,
+    },
+    /// After loading, some of the model's weights were never supplied.
+    #[error(
+        "{file} lacks {count} tensor(s) the model needs, e.g. {examples}. The file is incomplete \
+         or belongs to another model: download it again or pick the matching file."
+    )]
+    MissingTensors {
+        /// The file, as shown to the user.
+        file: String,
+        /// How many weights are missing.
+        count: usize,
+        /// The first few missing weight keys, quoted.
+        examples: String,
+    },
 }
 
 /// Result with the core's [`Error`].

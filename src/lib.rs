@@ -4,7 +4,9 @@
 
 pub mod device;
 pub mod error;
+pub mod models;
 pub mod probe;
+pub mod weights;
 
 #[cfg(target_arch = "wasm32")]
 mod web;

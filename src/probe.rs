@@ -29,7 +29,12 @@ pub struct ProbeConfig {
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        Self { channels: 32, groups: 8, size: 8, heads: 4 }
+        Self {
+            channels: 32,
+            groups: 8,
+            size: 8,
+            heads: 4,
+        }
     }
 }
 
@@ -62,11 +67,20 @@ pub fn deterministic_values(n: usize, seed: f64, scale: f64) -> Vec<f32> {
 
 fn param<const D: usize>(shape: [usize; D], seed: f64, scale: f64, device: &Device) -> Tensor<D> {
     let n = shape.iter().product();
-    Tensor::from_data(TensorData::new(deterministic_values(n, seed, scale), shape), device)
+    Tensor::from_data(
+        TensorData::new(deterministic_values(n, seed, scale), shape),
+        device,
+    )
 }
 
 /// GroupNorm with affine parameters (population variance, as PyTorch): x `[b, c, h, w]`.
-pub fn group_norm(x: Tensor<4>, groups: usize, gamma: Tensor<1>, beta: Tensor<1>, eps: f64) -> Tensor<4> {
+pub fn group_norm(
+    x: Tensor<4>,
+    groups: usize,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     let grouped = x.reshape([b, groups, (c / groups) * h * w]);
     let (var, mean) = grouped.clone().var_mean_bias(2);
@@ -85,7 +99,10 @@ pub fn multi_head_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usi
     };
     let (q, k, v) = (split(q), split(k), split(v));
     let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt());
-    softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, n, inner])
+    softmax(scores, 3)
+        .matmul(v)
+        .swap_dims(1, 2)
+        .reshape([b, n, inner])
 }
 
 /// Runs the probe block forward and backward on `device` and reads everything back.
@@ -101,7 +118,12 @@ pub async fn run_with_input_offset(
     index: usize,
     delta: f32,
 ) -> Result<ProbeResult> {
-    let ProbeConfig { channels: c, groups, size, heads } = config;
+    let ProbeConfig {
+        channels: c,
+        groups,
+        size,
+        heads,
+    } = config;
     if c == 0 || groups == 0 || heads == 0 || size == 0 || c % groups != 0 || c % heads != 0 {
         return Err(Error::InvalidInput(format!(
             "probe config {config:?}: channels must be a positive multiple of groups and heads"
@@ -112,19 +134,34 @@ pub async fn run_with_input_offset(
 
     let mut input = deterministic_values(c * n, 0.11, 2.0);
     let element = input.get_mut(index).ok_or_else(|| {
-        Error::InvalidInput(format!("input element {index} is outside the {} inputs", c * n))
+        Error::InvalidInput(format!(
+            "input element {index} is outside the {} inputs",
+            c * n
+        ))
     })?;
     *element += delta;
-    let x = Tensor::<4>::from_data(TensorData::new(input, [1, c, size, size]), &device).require_grad();
+    let x =
+        Tensor::<4>::from_data(TensorData::new(input, [1, c, size, size]), &device).require_grad();
     let gamma = param([c], 0.23, 0.5, &device) + 1.0;
     let beta = param([c], 0.37, 0.2, &device);
-    let conv_w = param([c, c, 3, 3], 0.41, (1.0 / (9.0 * c as f64)).sqrt() * 1.7, &device);
+    let conv_w = param(
+        [c, c, 3, 3],
+        0.41,
+        (1.0 / (9.0 * c as f64)).sqrt() * 1.7,
+        &device,
+    );
     let conv_b = param([c], 0.53, 0.1, &device);
     let lin_scale = (1.0 / c as f64).sqrt() * 1.7;
-    let [wq, wk, wv, wo] = [0.61, 0.67, 0.73, 0.79].map(|s| param([1, c, c], s, lin_scale, &device));
+    let [wq, wk, wv, wo] =
+        [0.61, 0.67, 0.73, 0.79].map(|s| param([1, c, c], s, lin_scale, &device));
 
     let h = silu(group_norm(x.clone(), groups, gamma, beta, 1e-5));
-    let h = conv2d(h, conv_w, Some(conv_b), ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+    let h = conv2d(
+        h,
+        conv_w,
+        Some(conv_b),
+        ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+    );
     let tokens = h.reshape([1, c, n]).swap_dims(1, 2); // [1, n, c]
     let attn = multi_head_attention(
         tokens.clone().matmul(wq),
@@ -150,19 +187,32 @@ pub async fn run_with_input_offset(
 
 /// Reads a float tensor back to the host as f32, asynchronously (works in the browser).
 pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    let data = t.into_data_async().await.map_err(|e| Error::Readback(format!("{e:?}")))?;
+    let data = t
+        .into_data_async()
+        .await
+        .map_err(|e| Error::Readback(format!("{e:?}")))?;
     data.convert::<f32>()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .map_err(|e| Error::Readback(format!("{e:?}")))
 }
 
 /// Largest absolute difference divided by the largest magnitude of `reference` (0 when equal).
 pub fn relative_error(actual: &[f32], reference: &[f32]) -> f32 {
-    assert_eq!(actual.len(), reference.len(), "compared vectors differ in length");
-    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+    assert_eq!(
+        actual.len(),
+        reference.len(),
+        "compared vectors differ in length"
+    );
+    let scale = reference
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
+    if actual.iter().chain(reference).any(|v| v.is_nan()) {
+        return f32::NAN;
+    }
     let diff = actual
         .iter()
         .zip(reference)
-        .fold(0f32, |m, (a, r)| if a.is_nan() || r.is_nan() { f32::NAN } else { m.max((a - r).abs()) });
+        .fold(0f32, |m, (a, r)| m.max((a - r).abs()));
     diff / scale
 }

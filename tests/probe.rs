@@ -18,7 +18,11 @@ fn probe_on_cpu_produces_finite_nontrivial_output_and_gradient() {
     assert_eq!(r.input_grad.len(), 32 * 64);
     assert!(r.output.iter().chain(&r.input_grad).all(|v| v.is_finite()));
     let mean_sq = r.output.iter().map(|v| v * v).sum::<f32>() / r.output.len() as f32;
-    assert!((mean_sq - r.loss).abs() <= 1e-5 * r.loss.abs(), "loss {} != mean(out²) {mean_sq}", r.loss);
+    assert!(
+        (mean_sq - r.loss).abs() <= 1e-5 * r.loss.abs(),
+        "loss {} != mean(out²) {mean_sq}",
+        r.loss
+    );
     assert!(r.input_grad.iter().filter(|g| g.abs() > 1e-6).count() > r.input_grad.len() / 2);
 }
 
@@ -30,17 +34,26 @@ fn probe_gradient_matches_finite_differences_on_cpu() {
     let config = ProbeConfig::default();
     let base = run_on("cpu", config);
     let loss_with = |index: usize, delta: f32| -> f32 {
-        let r = pollster::block_on(probe::run_with_input_offset(&device, config, index, delta)).unwrap();
+        let r = pollster::block_on(probe::run_with_input_offset(&device, config, index, delta))
+            .unwrap();
         r.loss
     };
-    for index in [0usize, 17, 555, 2047] {
+    // The elements with the largest gradients, plus fixed ones; the tolerance is relative to the
+    // largest gradient, since f32 differencing cannot resolve tiny components on their own.
+    let scale = base.input_grad.iter().fold(0f32, |m, g| m.max(g.abs())) as f64;
+    let mut order: Vec<usize> = (0..base.input_grad.len()).collect();
+    order.sort_by(|&a, &b| {
+        base.input_grad[b]
+            .abs()
+            .total_cmp(&base.input_grad[a].abs())
+    });
+    for index in order.into_iter().take(3).chain([0usize, 17, 555, 2047]) {
         let h = 1e-2f32;
         let numeric = (loss_with(index, h) as f64 - loss_with(index, -h) as f64) / (2.0 * h as f64);
         let analytic = base.input_grad[index] as f64;
-        let scale = analytic.abs().max(1e-4);
         assert!(
-            (numeric - analytic).abs() / scale < 2e-2,
-            "element {index}: finite difference {numeric:e} vs autodiff {analytic:e}"
+            (numeric - analytic).abs() <= 1e-2 * scale,
+            "element {index}: finite difference {numeric:e} vs autodiff {analytic:e} (largest gradient {scale:e})"
         );
     }
 }
@@ -48,7 +61,10 @@ fn probe_gradient_matches_finite_differences_on_cpu() {
 #[test]
 fn group_norm_normalises_each_group_then_applies_affine() {
     let (device, _) = device::cpu();
-    let x = Tensor::<4>::from_data(TensorData::new(deterministic_values(2 * 8 * 3 * 3, 0.3, 5.0), [2, 8, 3, 3]), &device);
+    let x = Tensor::<4>::from_data(
+        TensorData::new(deterministic_values(2 * 8 * 3 * 3, 0.3, 5.0), [2, 8, 3, 3]),
+        &device,
+    );
     let ones = Tensor::<1>::ones([8], &device);
     let zeros = Tensor::<1>::zeros([8], &device);
     let y = group_norm(x, 4, ones.clone() * 2.0, zeros + 0.5, 1e-5);
@@ -67,9 +83,17 @@ fn group_norm_normalises_each_group_then_applies_affine() {
 #[test]
 fn probe_rejects_inconsistent_config() {
     let (device, _) = device::cpu();
-    let bad = ProbeConfig { channels: 30, groups: 8, size: 4, heads: 4 };
+    let bad = ProbeConfig {
+        channels: 30,
+        groups: 8,
+        size: 4,
+        heads: 4,
+    };
     let err = pollster::block_on(probe::run(&device, bad)).unwrap_err();
-    assert!(err.to_string().contains("multiple of groups and heads"), "{err}");
+    assert!(
+        err.to_string().contains("multiple of groups and heads"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -81,7 +105,8 @@ fn relative_error_flags_nan_and_difference() {
 
 #[test]
 fn probe_on_native_wgpu_equals_cpu() {
-    let (_, adapter) = device::wgpu().expect("a wgpu adapter (lavapipe: apt install mesa-vulkan-drivers)");
+    let (_, adapter) =
+        device::wgpu().expect("a wgpu adapter (lavapipe: apt install mesa-vulkan-drivers)");
     eprintln!("wgpu adapter: {adapter:?}");
     assert!(adapter.max_storage_buffer_binding_size >= 128 << 20);
     let cpu = run_on("cpu", ProbeConfig::default());

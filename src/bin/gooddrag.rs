@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use gooddrag::{device, probe};
 
 #[derive(Parser)]
-#[command(name = "gooddrag", version, about = "GoodDrag drag editing on Stable Diffusion 1.5 (native CLI)")]
+#[command(
+    name = "gooddrag",
+    version,
+    about = "GoodDrag drag editing on Stable Diffusion 1.5 (native CLI)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,9 +50,20 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
                 let out = serde_json::json!({ "adapter": adapter, "result": result, "elapsedMs": elapsed_ms });
                 println!("{out}");
             } else {
-                println!("adapter: {} ({}, {}), shader-f16: {}", adapter.name, adapter.backend, adapter.device_type, adapter.shader_f16);
-                println!("maxBufferSize: {}, maxStorageBufferBindingSize: {}", adapter.max_buffer_size, adapter.max_storage_buffer_binding_size);
-                println!("loss: {:.6}, |output| = {}, |grad| = {}, {elapsed_ms:.1} ms", result.loss, result.output.len(), result.input_grad.len());
+                println!(
+                    "adapter: {} ({}, {}), shader-f16: {}",
+                    adapter.name, adapter.backend, adapter.device_type, adapter.shader_f16
+                );
+                println!(
+                    "maxBufferSize: {}, maxStorageBufferBindingSize: {}",
+                    adapter.max_buffer_size, adapter.max_storage_buffer_binding_size
+                );
+                println!(
+                    "loss: {:.6}, |output| = {}, |grad| = {}, {elapsed_ms:.1} ms",
+                    result.loss,
+                    result.output.len(),
+                    result.input_grad.len()
+                );
             }
             Ok(())
         }

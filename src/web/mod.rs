@@ -43,7 +43,8 @@ fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsError> {
 /// adapter becomes a clear error instead of a failure deep inside wgpu.
 async fn check_webgpu() -> Result<(), Error> {
     let global = js_sys::global();
-    let navigator = js_sys::Reflect::get(&global, &"navigator".into()).map_err(|_| Error::NoWebGpu)?;
+    let navigator =
+        js_sys::Reflect::get(&global, &"navigator".into()).map_err(|_| Error::NoWebGpu)?;
     let gpu = js_sys::Reflect::get(&navigator, &"gpu".into()).map_err(|_| Error::NoWebGpu)?;
     if gpu.is_undefined() || gpu.is_null() {
         return Err(Error::NoWebGpu);
@@ -57,7 +58,9 @@ async fn check_webgpu() -> Result<(), Error> {
         .ok()
         .and_then(|p| p.dyn_into().ok())
         .ok_or(Error::NoAdapter)?;
-    let adapter = JsFuture::from(promise).await.map_err(|_| Error::NoAdapter)?;
+    let adapter = JsFuture::from(promise)
+        .await
+        .map_err(|_| Error::NoAdapter)?;
     if adapter.is_null() || adapter.is_undefined() {
         return Err(Error::NoAdapter);
     }
@@ -112,6 +115,8 @@ fn device() -> Result<Device, JsError> {
 #[wasm_bindgen(js_name = runProbe)]
 pub async fn run_probe() -> Result<JsValue, JsError> {
     let device = device()?;
-    let result = probe::run(&device, probe::ProbeConfig::default()).await.map_err(js_error)?;
+    let result = probe::run(&device, probe::ProbeConfig::default())
+        .await
+        .map_err(js_error)?;
     to_js(&result)
 }
