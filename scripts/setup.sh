@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the project needs, idempotently (a second run costs seconds).
-#   scripts/setup.sh web   — Rust wasm target + wasm-bindgen-cli (building and serving the app)
-#   scripts/setup.sh test  — the above + Debian packages (lavapipe Vulkan, Chromium) + npm packages
+#   scripts/setup.sh web      — Rust wasm target + wasm-bindgen-cli (building and serving the app)
+#   scripts/setup.sh test     — the above + Debian packages (lavapipe Vulkan, Chromium) + npm packages
+#   scripts/setup.sh bindgen  — only wasm-bindgen-cli (test.sh runs it alongside the Rust build)
+# GOODDRAG_SKIP_BINDGEN=1 leaves wasm-bindgen-cli out of `web` and `test`.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 scope="${1:-test}"
@@ -39,8 +41,12 @@ npm_packages() {
   fi
 }
 
+if [ "$scope" = bindgen ]; then
+  phase "setup: wasm-bindgen-cli" wasm_bindgen_cli
+  exit
+fi
 phase "setup: rust wasm target" wasm_target
-phase "setup: wasm-bindgen-cli" wasm_bindgen_cli
+[ "${GOODDRAG_SKIP_BINDGEN:-0}" = 1 ] || phase "setup: wasm-bindgen-cli" wasm_bindgen_cli
 if [ "$scope" = test ]; then
   phase "setup: debian packages" apt_packages
   phase "setup: npm packages" npm_packages

@@ -6,6 +6,7 @@
 //! registered"), so the native device lives in a process-wide `OnceLock`; the browser keeps its
 //! own in `web/`.
 
+#[cfg(not(target_arch = "wasm32"))]
 use burn::tensor::Device;
 use burn::tensor::wgpu::WgpuSetup;
 use serde::{Deserialize, Serialize};

@@ -11,6 +11,13 @@ pub enum Error {
          through WebGPU: use a current Chrome, Edge or another browser with WebGPU enabled."
     )]
     NoWebGpu,
+    /// The page is not a secure context (plain `http://` on a host other than localhost), and
+    /// browsers expose WebGPU only to secure contexts.
+    #[error(
+        "WebGPU is only available on secure pages: open GoodDrag over https:// (or from \
+         localhost). This page was served over plain http from another host."
+    )]
+    InsecureContext,
     /// `navigator.gpu` exists but `requestAdapter()` returned no adapter.
     #[error(
         "WebGPU is present but no GPU adapter is available (it may be disabled, blocklisted \

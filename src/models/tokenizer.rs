@@ -38,7 +38,8 @@
 //! prompt is the pad token (id 0), never `!</w>`, exactly as in transformers.
 //!
 //! Known, accepted differences: the Unicode tables differ in age — NFC comes from the
-//! `unicode-normalization` crate (Unicode 16), `\p{L}`/`\p{N}`/`\s` from the `regex` crate and lower-casing from Rust's std, while the
+//! `unicode-normalization` crate (Unicode 16), `\p{L}`/`\p{N}`/`\s` from the `regex` crate and
+//! lower-casing from Rust's std, while the
 //! NFC tables inside `tokenizers` predate Unicode 12. This only changes the canonical order of
 //! combining marks assigned since (e.g. U+0EBA, U+1AD2, U+1AED): fuzzing 3 000 random strings
 //! of prompt-like characters gave no difference, and 3 000 strings of random code points up to

@@ -47,7 +47,14 @@ async fn check_webgpu() -> Result<(), Error> {
         js_sys::Reflect::get(&global, &"navigator".into()).map_err(|_| Error::NoWebGpu)?;
     let gpu = js_sys::Reflect::get(&navigator, &"gpu".into()).map_err(|_| Error::NoWebGpu)?;
     if gpu.is_undefined() || gpu.is_null() {
-        return Err(Error::NoWebGpu);
+        let secure = js_sys::Reflect::get(&global, &"isSecureContext".into())
+            .map(|v| v.as_bool() != Some(false))
+            .unwrap_or(true);
+        return Err(if secure {
+            Error::NoWebGpu
+        } else {
+            Error::InsecureContext
+        });
     }
     let request: js_sys::Function = js_sys::Reflect::get(&gpu, &"requestAdapter".into())
         .ok()

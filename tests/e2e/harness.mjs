@@ -41,14 +41,20 @@ export async function startServer(extraMounts = []) {
 }
 
 /**
- * Launches headless Chromium with a fresh profile. `webgpu`: true (SwiftShader adapter),
- * 'no-adapter' (the API exists, no adapter is offered) or false (WebGPU switched off).
+ * A host name that resolves to 127.0.0.1 inside the test browser but, unlike 127.0.0.1 itself,
+ * is not a secure context over plain http — so the page sees no `navigator.gpu`, exactly as on
+ * a site served without https. (Chromium 156 has no switch that removes the WebGPU API.)
+ */
+export const INSECURE_HOST = 'gooddrag.test';
+
+/**
+ * Launches headless Chromium with a fresh profile. `webgpu`: true gives a SwiftShader adapter;
+ * false leaves WebGPU's unsafe switch off, so the API exists but offers no adapter.
  */
 export async function launch({ webgpu = true } = {}) {
   const profile = mkdtempSync(path.join(tmpdir(), 'gooddrag-chromium-'));
-  const args = [...BASE_FLAGS];
-  if (webgpu === true) args.push(...WEBGPU_FLAGS);
-  if (webgpu === false) args.push('--disable-features=WebGPU');
+  const args = [...BASE_FLAGS, `--host-resolver-rules=MAP ${INSECURE_HOST} 127.0.0.1`];
+  if (webgpu) args.push(...WEBGPU_FLAGS);
   const browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
