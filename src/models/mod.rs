@@ -2,3 +2,11 @@
 //! their `config.json` with struct fields following the weight keys.
 
 pub mod tokenizer;
+
+pub mod attention;
+pub mod clip;
+pub mod embeddings;
+pub mod resnet;
+pub mod unet_2d_blocks;
+pub mod unet_2d_condition;
+pub mod vae;

@@ -10,11 +10,13 @@
 //! Format reference: huggingface/safetensors (`docs/source/index.mdx`, `safetensors/src/tensor.rs`).
 
 pub mod convert;
+pub mod load;
 pub mod plan;
 pub mod reader;
 pub mod safetensors;
 
 pub use convert::{tensor_to_f32, to_f32};
+pub use load::{Component, WeightLoader, load_safetensors};
 pub use plan::{Chunk, MAX_CHUNK_BYTES, plan_chunks};
 pub use reader::{ChunkTensors, chunk_tensors, tensor_bytes};
 pub use safetensors::{Dtype, Header, MAX_HEADER_BYTES, TensorInfo};

@@ -1,0 +1,535 @@
+//! The conditional UNet (diffusers `models/unets/unet_2d_condition.py`), built from its
+//! `config.json`, with a feature tap: one forward returns the noise prediction and the outputs
+//! of the requested up blocks (GoodDrag reads `up_blocks[2]`).
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::{GroupNorm, GroupNormConfig};
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::embeddings::{TimestepEmbedding, timestep_embedding};
+use super::resnet::conv;
+use super::unet_2d_blocks::{DownBlock2D, UNetBlockConfig, UNetMidBlock2DCrossAttn, UpBlock2D};
+use crate::{Error, Result};
+
+/// A config value that diffusers allows either once for all blocks or once per block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PerBlock<T> {
+    /// One value for every block.
+    One(T),
+    /// One value per block.
+    Many(Vec<T>),
+}
+
+impl<T: Clone + std::fmt::Debug> PerBlock<T> {
+    /// The value for each of `n` blocks.
+    pub fn per_block(&self, n: usize, name: &str) -> Result<Vec<T>> {
+        match self {
+            PerBlock::One(v) => Ok(vec![v.clone(); n]),
+            PerBlock::Many(v) if v.len() == n => Ok(v.clone()),
+            PerBlock::Many(v) => Err(Error::InvalidInput(format!(
+                "UNet config: `{name}` has {} entries ({v:?}) but there are {n} down blocks",
+                v.len()
+            ))),
+        }
+    }
+}
+
+/// `unet/config.json` (diffusers `UNet2DConditionModel`); defaults are SD 1.5's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UNet2DConditionConfig {
+    /// Latent size the model was trained at (64 for 512 px).
+    pub sample_size: usize,
+    /// Latent channels in.
+    pub in_channels: usize,
+    /// Channels out.
+    pub out_channels: usize,
+    /// `2·x − 1` on the input (false in SD).
+    pub center_input_sample: bool,
+    /// `[cos, sin]` instead of `[sin, cos]` in the timestep embedding.
+    pub flip_sin_to_cos: bool,
+    /// Frequency shift of the timestep embedding.
+    pub freq_shift: f64,
+    /// `CrossAttnDownBlock2D` or `DownBlock2D` per level.
+    pub down_block_types: Vec<String>,
+    /// `UNetMidBlock2DCrossAttn`.
+    pub mid_block_type: Option<String>,
+    /// `UpBlock2D` or `CrossAttnUpBlock2D` per level.
+    pub up_block_types: Vec<String>,
+    /// Must be false.
+    pub only_cross_attention: PerBlock<bool>,
+    /// Channels per level.
+    pub block_out_channels: Vec<usize>,
+    /// ResNets per down block (up blocks have one more).
+    pub layers_per_block: PerBlock<usize>,
+    /// Padding of the down-sampling convolutions.
+    pub downsample_padding: usize,
+    /// Output scale of the mid block's resnets.
+    pub mid_block_scale_factor: f64,
+    /// Must be `silu`.
+    pub act_fn: String,
+    /// GroupNorm groups.
+    pub norm_num_groups: usize,
+    /// ResNet GroupNorm epsilon.
+    pub norm_eps: f64,
+    /// Text embedding channels.
+    pub cross_attention_dim: PerBlock<usize>,
+    /// Transformer blocks per attention.
+    pub transformer_layers_per_block: PerBlock<usize>,
+    /// The number of HEADS when `num_attention_heads` is absent (diffusers' naming quirk,
+    /// SD 1.5: 8; SD 2.x: `[5, 10, 20, 20]`).
+    pub attention_head_dim: PerBlock<usize>,
+    /// Heads per block (newer configs).
+    pub num_attention_heads: Option<PerBlock<usize>>,
+    /// Linear `proj_in`/`proj_out` (SD 2.x).
+    pub use_linear_projection: bool,
+    /// Compute attention scores in f32 when running in f16 (SD 2.1).
+    pub upcast_attention: bool,
+    /// Must be `default`.
+    pub resnet_time_scale_shift: String,
+    /// Must be `positional`.
+    pub time_embedding_type: String,
+    /// Kernel of `conv_in`.
+    pub conv_in_kernel: usize,
+    /// Kernel of `conv_out`.
+    pub conv_out_kernel: usize,
+    /// Must be null.
+    pub class_embed_type: Option<String>,
+    /// Must be null.
+    pub addition_embed_type: Option<String>,
+    /// Must be null.
+    pub encoder_hid_dim_type: Option<String>,
+    /// Must be null.
+    pub num_class_embeds: Option<usize>,
+    /// Must be null.
+    pub time_cond_proj_dim: Option<usize>,
+    /// Must be false.
+    pub dual_cross_attention: bool,
+}
+
+impl Default for UNet2DConditionConfig {
+    fn default() -> Self {
+        Self {
+            sample_size: 64,
+            in_channels: 4,
+            out_channels: 4,
+            center_input_sample: false,
+            flip_sin_to_cos: true,
+            freq_shift: 0.0,
+            down_block_types: [
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "DownBlock2D",
+            ]
+            .map(String::from)
+            .to_vec(),
+            mid_block_type: Some("UNetMidBlock2DCrossAttn".into()),
+            up_block_types: [
+                "UpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+            ]
+            .map(String::from)
+            .to_vec(),
+            only_cross_attention: PerBlock::One(false),
+            block_out_channels: vec![320, 640, 1280, 1280],
+            layers_per_block: PerBlock::One(2),
+            downsample_padding: 1,
+            mid_block_scale_factor: 1.0,
+            act_fn: "silu".into(),
+            norm_num_groups: 32,
+            norm_eps: 1e-5,
+            cross_attention_dim: PerBlock::One(768),
+            transformer_layers_per_block: PerBlock::One(1),
+            attention_head_dim: PerBlock::One(8),
+            num_attention_heads: None,
+            use_linear_projection: false,
+            upcast_attention: false,
+            resnet_time_scale_shift: "default".into(),
+            time_embedding_type: "positional".into(),
+            conv_in_kernel: 3,
+            conv_out_kernel: 3,
+            class_embed_type: None,
+            addition_embed_type: None,
+            encoder_hid_dim_type: None,
+            num_class_embeds: None,
+            time_cond_proj_dim: None,
+            dual_cross_attention: false,
+        }
+    }
+}
+
+impl UNet2DConditionConfig {
+    /// Parses `config.json` text.
+    pub fn from_json(json: &str) -> Result<Self> {
+        serde_json::from_str(json)
+            .map_err(|e| Error::InvalidInput(format!("UNet config.json: {e}")))
+    }
+
+    /// Builds the UNet (weights uninitialised until loaded). `max_attention_bytes` bounds every
+    /// attention score chunk (see [`super::attention::attention_budget`]).
+    pub fn init(
+        &self,
+        max_attention_bytes: usize,
+        device: &Device,
+    ) -> Result<UNet2DConditionModel> {
+        let bad = |what: String| {
+            Err(Error::InvalidInput(format!(
+                "UNet config: {what} is not supported"
+            )))
+        };
+        let n = self.block_out_channels.len();
+        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
+            return bad(format!(
+                "{} down blocks / {} up blocks for {} block_out_channels",
+                self.down_block_types.len(),
+                self.up_block_types.len(),
+                n
+            ));
+        }
+        if self.act_fn != "silu" {
+            return bad(format!("act_fn `{}`", self.act_fn));
+        }
+        if self.resnet_time_scale_shift != "default" {
+            return bad(format!(
+                "resnet_time_scale_shift `{}`",
+                self.resnet_time_scale_shift
+            ));
+        }
+        if self.time_embedding_type != "positional" {
+            return bad(format!(
+                "time_embedding_type `{}`",
+                self.time_embedding_type
+            ));
+        }
+        if self.class_embed_type.is_some() || self.num_class_embeds.is_some() {
+            return bad("class embeddings".into());
+        }
+        if self.addition_embed_type.is_some()
+            || self.encoder_hid_dim_type.is_some()
+            || self.time_cond_proj_dim.is_some()
+        {
+            return bad("addition/encoder-hidden/time-cond embeddings".into());
+        }
+        if self.dual_cross_attention
+            || self
+                .only_cross_attention
+                .per_block(n, "only_cross_attention")?
+                .contains(&true)
+        {
+            return bad("dual or only cross-attention".into());
+        }
+        if self
+            .mid_block_type
+            .as_deref()
+            .is_some_and(|t| t != "UNetMidBlock2DCrossAttn")
+        {
+            return bad(format!("mid_block_type `{:?}`", self.mid_block_type));
+        }
+        if self.center_input_sample {
+            return bad("center_input_sample".into());
+        }
+        let layers = self.layers_per_block.per_block(n, "layers_per_block")?;
+        let cross = self
+            .cross_attention_dim
+            .per_block(n, "cross_attention_dim")?;
+        let tlayers = self
+            .transformer_layers_per_block
+            .per_block(n, "transformer_layers_per_block")?;
+        // diffusers: num_attention_heads = num_attention_heads or attention_head_dim.
+        let heads = match &self.num_attention_heads {
+            Some(h) => h.per_block(n, "num_attention_heads")?,
+            None => self.attention_head_dim.per_block(n, "attention_head_dim")?,
+        };
+        let boc = &self.block_out_channels;
+        for (i, (&c, &h)) in boc.iter().zip(&heads).enumerate() {
+            if h == 0 || c % h != 0 || c % self.norm_num_groups != 0 {
+                return bad(format!(
+                    "block {i}: {c} channels with {h} heads and {} groups",
+                    self.norm_num_groups
+                ));
+            }
+        }
+        let time_embed_dim = boc[0] * 4;
+        let block = |i: usize, cross_attention: bool| UNetBlockConfig {
+            temb_channels: time_embed_dim,
+            groups: self.norm_num_groups,
+            eps: self.norm_eps,
+            transformer_layers: if cross_attention { tlayers[i] } else { 0 },
+            heads: heads[i],
+            cross_attention_dim: cross[i],
+            use_linear_projection: self.use_linear_projection,
+            max_bytes: max_attention_bytes,
+        };
+
+        let mut down_blocks = Vec::with_capacity(n);
+        let mut output_channel = boc[0];
+        for (i, kind) in self.down_block_types.iter().enumerate() {
+            let input_channel = output_channel;
+            output_channel = boc[i];
+            let cross_attention = match kind.as_str() {
+                "CrossAttnDownBlock2D" => true,
+                "DownBlock2D" => false,
+                other => return bad(format!("down block type `{other}`")),
+            };
+            down_blocks.push(block(i, cross_attention).down_block(
+                input_channel,
+                output_channel,
+                layers[i],
+                cross_attention,
+                i + 1 < n,
+                self.downsample_padding,
+                device,
+            ));
+        }
+        let mid_block =
+            block(n - 1, true).mid_block(boc[n - 1], self.mid_block_scale_factor, device);
+
+        let rev: Vec<usize> = boc.iter().rev().copied().collect();
+        let rev_layers: Vec<usize> = layers.iter().rev().copied().collect();
+        let mut up_blocks = Vec::with_capacity(n);
+        let mut output_channel = rev[0];
+        for (i, kind) in self.up_block_types.iter().enumerate() {
+            let prev_output_channel = output_channel;
+            output_channel = rev[i];
+            let input_channel = rev[(i + 1).min(n - 1)];
+            let cross_attention = match kind.as_str() {
+                "CrossAttnUpBlock2D" => true,
+                "UpBlock2D" => false,
+                other => return bad(format!("up block type `{other}`")),
+            };
+            up_blocks.push(block(n - 1 - i, cross_attention).up_block(
+                input_channel,
+                prev_output_channel,
+                output_channel,
+                rev_layers[i] + 1,
+                cross_attention,
+                i + 1 < n,
+                device,
+            ));
+        }
+
+        Ok(UNet2DConditionModel {
+            conv_in: conv(self.in_channels, boc[0], self.conv_in_kernel, device),
+            time_embedding: TimestepEmbedding::new(boc[0], time_embed_dim, device),
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out: GroupNormConfig::new(self.norm_num_groups, boc[0])
+                .with_epsilon(self.norm_eps)
+                .init(device),
+            conv_out: conv(boc[0], self.out_channels, self.conv_out_kernel, device),
+            time_proj_channels: boc[0],
+            flip_sin_to_cos: self.flip_sin_to_cos,
+            freq_shift: self.freq_shift,
+        })
+    }
+}
+
+/// What one UNet forward returns.
+#[derive(Debug, Clone)]
+pub struct UNetOutput {
+    /// The noise prediction, `[b, out_channels, h, w]`.
+    pub noise_pred: Tensor<4>,
+    /// `(i, output of up_blocks[i])` for each requested tap, in the order requested.
+    pub up_block_features: Vec<(usize, Tensor<4>)>,
+}
+
+impl UNetOutput {
+    /// The output of `up_blocks[i]`, if it was requested.
+    pub fn up_block(&self, i: usize) -> Option<&Tensor<4>> {
+        self.up_block_features
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map(|(_, t)| t)
+    }
+}
+
+/// Every intermediate of one forward (parity tests and debugging).
+#[derive(Debug, Clone)]
+pub struct UNetIntermediates {
+    /// `TimestepEmbedding` output, `[b, 4·c0]`.
+    pub time_emb: Tensor<2>,
+    /// Output of each down block (after its down-sampler).
+    pub down_blocks: Vec<Tensor<4>>,
+    /// Mid block output.
+    pub mid_block: Tensor<4>,
+    /// Output of each up block (after its up-sampler).
+    pub up_blocks: Vec<Tensor<4>>,
+    /// The noise prediction.
+    pub noise_pred: Tensor<4>,
+}
+
+/// diffusers `UNet2DConditionModel` (SD 1.x / 2.x). Fields follow the weight keys.
+#[derive(Module, Debug)]
+pub struct UNet2DConditionModel {
+    /// Input convolution.
+    pub conv_in: Conv2d,
+    /// Timestep MLP.
+    pub time_embedding: TimestepEmbedding,
+    /// Down path.
+    pub down_blocks: Vec<DownBlock2D>,
+    /// Bottleneck.
+    pub mid_block: UNetMidBlock2DCrossAttn,
+    /// Up path.
+    pub up_blocks: Vec<UpBlock2D>,
+    /// Output GroupNorm.
+    pub conv_norm_out: GroupNorm,
+    /// Output convolution.
+    pub conv_out: Conv2d,
+    /// Width of the sinusoidal timestep embedding (`block_out_channels[0]`).
+    pub time_proj_channels: usize,
+    /// `[cos, sin]` order.
+    pub flip_sin_to_cos: bool,
+    /// Frequency shift.
+    pub freq_shift: f64,
+}
+
+impl UNet2DConditionModel {
+    /// Noise prediction plus the outputs of the up blocks listed in `taps`, in one pass.
+    ///
+    /// sample: `[b, in_channels, h, w]`; timesteps: 1 or `b` host values;
+    /// encoder_hidden_states: `[b, 77, cross_attention_dim]` →
+    /// noise_pred `[b, out_channels, h, w]`, `up_blocks[i]` `[b, c_i, h_i, w_i]`.
+    pub fn forward(
+        &self,
+        sample: Tensor<4>,
+        timesteps: &[f32],
+        encoder_hidden_states: Tensor<3>,
+        taps: &[usize],
+    ) -> UNetOutput {
+        let mut features: Vec<Option<Tensor<4>>> = vec![None; self.up_blocks.len()];
+        let (noise_pred, _) = self.run(
+            sample,
+            timesteps,
+            encoder_hidden_states,
+            &mut |stage, i, t| {
+                if stage == Stage::Up && taps.contains(&i) {
+                    features[i] = Some(t.clone());
+                }
+            },
+        );
+        let up_block_features = taps
+            .iter()
+            .filter_map(|&i| features.get(i).and_then(Clone::clone).map(|f| (i, f)))
+            .collect();
+        UNetOutput {
+            noise_pred,
+            up_block_features,
+        }
+    }
+
+    /// Forward that records every block output (parity tests, debugging); same shapes as
+    /// [`forward`](Self::forward).
+    pub fn forward_intermediates(
+        &self,
+        sample: Tensor<4>,
+        timesteps: &[f32],
+        encoder_hidden_states: Tensor<3>,
+    ) -> UNetIntermediates {
+        let (mut down_blocks, mut mid, mut up_blocks) = (Vec::new(), None, Vec::new());
+        let (noise_pred, time_emb) = self.run(
+            sample,
+            timesteps,
+            encoder_hidden_states,
+            &mut |stage, _, t| match stage {
+                Stage::Down => down_blocks.push(t.clone()),
+                Stage::Mid => mid = Some(t.clone()),
+                Stage::Up => up_blocks.push(t.clone()),
+            },
+        );
+        UNetIntermediates {
+            time_emb,
+            down_blocks,
+            mid_block: mid.expect("mid block ran"),
+            up_blocks,
+            noise_pred,
+        }
+    }
+
+    /// The forward pass; `tap` sees each block's output. Returns (noise_pred, time embedding).
+    fn run(
+        &self,
+        sample: Tensor<4>,
+        timesteps: &[f32],
+        ehs: Tensor<3>,
+        tap: &mut dyn FnMut(Stage, usize, &Tensor<4>),
+    ) -> (Tensor<4>, Tensor<2>) {
+        let [b, _, h, w] = sample.dims();
+        let device = sample.device();
+        // 0. Explicit up-sampling sizes when h or w is not a multiple of 2^(levels-1).
+        let factor = 1usize
+            << self
+                .up_blocks
+                .iter()
+                .filter(|u| !u.upsamplers.is_empty())
+                .count();
+        let forward_upsample_size = h % factor != 0 || w % factor != 0;
+
+        // 1. Time embedding (broadcast a single timestep over the batch).
+        assert!(
+            timesteps.len() == 1 || timesteps.len() == b,
+            "UNet: {} timesteps for a batch of {b}",
+            timesteps.len()
+        );
+        let ts: Vec<f32> = if timesteps.len() == b {
+            timesteps.to_vec()
+        } else {
+            vec![timesteps[0]; b]
+        };
+        let t_emb = timestep_embedding(
+            &ts,
+            self.time_proj_channels,
+            self.flip_sin_to_cos,
+            self.freq_shift,
+            &device,
+        );
+        let emb = self.time_embedding.forward(t_emb);
+
+        // 2. Pre-process.
+        let mut x = self.conv_in.forward(sample);
+        let mut skips = vec![x.clone()];
+
+        // 3. Down.
+        for (i, block) in self.down_blocks.iter().enumerate() {
+            x = block.forward(x, &emb, &ehs, &mut skips);
+            tap(Stage::Down, i, &x);
+        }
+
+        // 4. Mid.
+        x = self.mid_block.forward(x, &emb, &ehs);
+        tap(Stage::Mid, 0, &x);
+
+        // 5. Up.
+        let n = self.up_blocks.len();
+        for (i, block) in self.up_blocks.iter().enumerate() {
+            let take = block.resnets.len();
+            let mut res: Vec<Tensor<4>> = skips.split_off(skips.len() - take);
+            let upsample_size = (i + 1 < n && forward_upsample_size).then(|| {
+                let [_, _, sh, sw] = skips.last().expect("skip before up block").dims();
+                [sh, sw]
+            });
+            x = block.forward(x, &emb, &ehs, &mut res, upsample_size);
+            tap(Stage::Up, i, &x);
+        }
+
+        // 6. Post-process.
+        (
+            self.conv_out.forward(silu(self.conv_norm_out.forward(x))),
+            emb,
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Down,
+    Mid,
+    Up,
+}

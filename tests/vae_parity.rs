@@ -1,0 +1,189 @@
+//! VAE parity: the tiny fixture's `vae/` loaded through the real weight loader reproduces
+//! diffusers' latent distribution (mean, std) and decoder output, for a 64×64 image and an
+//! odd 60×44 one (f32: relative error ≤ 1e-4). Also: key renames and loader errors.
+
+mod parity_support;
+
+use burn::tensor::Device;
+use gooddrag::device;
+use gooddrag::models::attention::DEFAULT_ATTENTION_BYTES;
+use gooddrag::models::vae::AutoencoderKLConfig;
+use gooddrag::weights::load::{Component, load_safetensors};
+use parity_support::*;
+
+fn run_cases(device: &Device, fp16: bool, tol: f32) {
+    let vae = load_vae(device, fp16);
+    let exp = expected("vae");
+    for suffix in ["", "_odd"] {
+        let e = |n: &str| &exp[&format!("{n}{suffix}")];
+        let dist = vae.encode(e("image").tensor::<4>(device));
+        check(
+            &format!("latent_mean{suffix}"),
+            dist.mean.clone(),
+            e("latent_mean"),
+            tol,
+        );
+        check(
+            &format!("latent_std{suffix}"),
+            dist.std(),
+            e("latent_std"),
+            tol,
+        );
+        let decoded = vae.decode(e("z").tensor::<4>(device));
+        check(&format!("decoded{suffix}"), decoded, e("decoded"), tol);
+    }
+}
+
+#[test]
+fn vae_matches_diffusers_on_cpu() {
+    run_cases(&device::cpu().0, false, F32_TOL);
+}
+
+#[test]
+fn vae_fp16_weights_match_within_fp16_tolerance_on_cpu() {
+    run_cases(&device::cpu().0, true, F16_TOL);
+}
+
+#[test]
+fn vae_matches_diffusers_on_wgpu() {
+    let (device, _) = device::wgpu().expect("wgpu device (lavapipe without a GPU)");
+    run_cases(&device, false, F32_TOL);
+}
+
+#[test]
+fn vae_scaling_factor_comes_from_config() {
+    let vae = load_vae(&device::cpu().0, false);
+    assert_eq!(vae.scaling_factor, 0.18215);
+}
+
+fn vae_file() -> Vec<u8> {
+    std::fs::read(fixture_dir().join("vae/diffusion_pytorch_model.safetensors")).unwrap()
+}
+
+fn load_modified(
+    tensors: Vec<(String, &'static str, Vec<usize>, Vec<u8>)>,
+) -> gooddrag::Result<gooddrag::models::vae::AutoencoderKL> {
+    let device = device::cpu().0;
+    let cfg = AutoencoderKLConfig::from_json(
+        &std::fs::read_to_string(fixture_dir().join("vae/config.json")).unwrap(),
+    )
+    .unwrap();
+    let model = cfg.init(DEFAULT_ATTENTION_BYTES, &device).unwrap();
+    load_safetensors(
+        model,
+        Component::Vae,
+        "diffusion_pytorch_model.safetensors",
+        &write_safetensors(&tensors),
+    )
+}
+
+#[test]
+fn vae_loads_legacy_attention_key_names() {
+    let renamed = read_all(&vae_file())
+        .into_iter()
+        .map(|(n, d, s, b)| {
+            let n = n
+                .replace("attentions.0.to_q.", "attentions.0.query.")
+                .replace("attentions.0.to_k.", "attentions.0.key.")
+                .replace("attentions.0.to_v.", "attentions.0.value.")
+                .replace("attentions.0.to_out.0.", "attentions.0.proj_attn.");
+            (n, d, s, b)
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        renamed
+            .iter()
+            .any(|(n, ..)| n.ends_with("proj_attn.weight"))
+    );
+    let vae = load_modified(renamed).expect("legacy names load");
+    let exp = expected("vae");
+    let device = device::cpu().0;
+    check(
+        "decoded (legacy keys)",
+        vae.decode(exp["z"].tensor::<4>(&device)),
+        &exp["decoded"],
+        F32_TOL,
+    );
+}
+
+#[test]
+fn vae_shape_mismatch_is_an_error_naming_tensor_and_shapes() {
+    let tensors = read_all(&vae_file())
+        .into_iter()
+        .map(|(n, d, s, b)| {
+            if n == "decoder.conv_in.weight" {
+                (n, d, vec![16, 4, 9, 1], b)
+            } else {
+                (n, d, s, b)
+            }
+        })
+        .collect();
+    let err = load_modified(tensors).unwrap_err().to_string();
+    assert!(
+        err.contains("decoder.conv_in.weight")
+            && err.contains("[16, 4, 9, 1]")
+            && err.contains("[16, 4, 3, 3]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn vae_missing_tensor_is_an_error_naming_it() {
+    let tensors = read_all(&vae_file())
+        .into_iter()
+        .filter(|(n, ..)| n != "encoder.conv_norm_out.weight")
+        .collect();
+    let err = load_modified(tensors).unwrap_err().to_string();
+    assert!(
+        err.contains("encoder.conv_norm_out.weight") && err.contains("1 tensor"),
+        "{err}"
+    );
+}
+
+#[test]
+fn vae_unexpected_tensor_is_an_error_naming_it() {
+    let mut tensors = read_all(&vae_file());
+    tensors.push((
+        "decoder.extra.weight".into(),
+        "F32",
+        vec![1],
+        vec![0, 0, 0, 0],
+    ));
+    let err = load_modified(tensors).unwrap_err().to_string();
+    assert!(err.contains("decoder.extra.weight"), "{err}");
+}
+
+#[test]
+fn vae_integer_tensor_where_float_expected_is_an_error_naming_it() {
+    let tensors = read_all(&vae_file())
+        .into_iter()
+        .map(|(n, d, s, b)| {
+            if n == "quant_conv.bias" {
+                (n, "I32", s, b)
+            } else {
+                (n, d, s, b)
+            }
+        })
+        .collect();
+    let err = load_modified(tensors).unwrap_err().to_string();
+    assert!(
+        err.contains("quant_conv.bias") && err.contains("I32"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sd15_vae_from_default_config_has_the_published_shape() {
+    use gooddrag::weights::load::WeightLoader;
+    let vae = AutoencoderKLConfig::default()
+        .init(DEFAULT_ATTENTION_BYTES, &device::cpu().0)
+        .unwrap();
+    let expected = WeightLoader::new(vae, Component::Vae, "vae").expected();
+    let params: usize = expected
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    eprintln!("SD 1.5 VAE: {} tensors, {params} params", expected.len());
+    assert_eq!(expected.len(), 248);
+    assert_eq!(params, 83_653_863);
+}
