@@ -32,6 +32,7 @@ for (const c of cases) {
       assert.ok(await page.isVisible('#error'));
       assert.match(await page.textContent('#error'), c.expected);
       assert.ok(await page.isDisabled('#run-probe'));
+      assert.ok(!(await page.isVisible('#adapter')), 'the empty adapter table stays hidden');
       await screenshot(page, c.shot);
       assert.deepEqual(log.panics, [], 'wasm panics in the console');
       assert.deepEqual(log.errors, [], 'page errors');
