@@ -2,7 +2,7 @@
 //! library.
 
 use clap::{Parser, Subcommand};
-use gooddrag::{device, probe};
+use gooddrag::{bench, device, probe};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +24,17 @@ enum Command {
         #[arg(long, default_value = "wgpu")]
         device: String,
         /// Print the full result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmark the full-size SD 1.5 UNet with random weights (nothing downloaded) on the
+    /// native wgpu device: time, peak device memory and largest buffer of one forward and one
+    /// forward + backward to the latent.
+    BenchUnet {
+        /// Latent size (image size / 8): 64 for 512×512.
+        #[arg(long, default_value_t = 64)]
+        latent: usize,
+        /// Print the report as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -64,6 +75,48 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
                     result.output.len(),
                     result.input_grad.len()
                 );
+            }
+            Ok(())
+        }
+        Command::BenchUnet { latent, json } => {
+            let (device, adapter) = device::wgpu()?;
+            eprintln!(
+                "adapter: {} ({}), maxStorageBufferBindingSize {} MiB; SD 1.5 UNet, latent {latent}×{latent}",
+                adapter.name,
+                adapter.backend,
+                adapter.max_storage_buffer_binding_size >> 20
+            );
+            let report = pollster::block_on(bench::unet_sd15(
+                &device,
+                latent,
+                adapter.max_storage_buffer_binding_size,
+            ))?;
+            if json {
+                let out = serde_json::json!({ "adapter": adapter, "report": report });
+                println!("{out}");
+            } else {
+                let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+                println!(
+                    "SD 1.5 UNet, {} parameters, latent {l}×{l}, attention chunk budget {:.0} MiB, on {}",
+                    report.parameters,
+                    report.attention_budget_bytes as f64 / (1u64 << 20) as f64,
+                    adapter.name,
+                    l = report.latent_size
+                );
+                println!(
+                    "{:<58} {:>10} {:>16} {:>16}",
+                    "phase", "time (s)", "peak mem (MiB)", "largest (MiB)"
+                );
+                for p in &report.phases {
+                    let m = p.memory.unwrap_or_default();
+                    println!(
+                        "{:<58} {:>10.1} {:>16.0} {:>16.1}",
+                        p.name,
+                        p.millis / 1e3,
+                        mib(m.peak_reserved_bytes),
+                        mib(m.largest_alloc_bytes)
+                    );
+                }
             }
             Ok(())
         }
