@@ -368,6 +368,31 @@ impl UpBlock2D {
 // VAE blocks
 // ------------------------------------------------------------------------------------------
 
+/// `layers` VAE resnets (no time embedding, output scale 1): the first maps `in_channels` to
+/// `out_channels`, the rest keep `out_channels`.
+fn vae_resnets(
+    in_channels: usize,
+    out_channels: usize,
+    layers: usize,
+    groups: usize,
+    eps: f64,
+    device: &Device,
+) -> Vec<ResnetBlock2D> {
+    (0..layers)
+        .map(|i| {
+            ResnetBlock2DConfig {
+                in_channels: if i == 0 { in_channels } else { out_channels },
+                out_channels,
+                temb_channels: None,
+                groups,
+                eps,
+                output_scale_factor: 1.0,
+            }
+            .init(device)
+        })
+        .collect()
+}
+
 /// diffusers `DownEncoderBlock2D`.
 #[derive(Module, Debug)]
 pub struct DownEncoderBlock2D {
@@ -389,19 +414,7 @@ impl DownEncoderBlock2D {
         device: &Device,
     ) -> Self {
         Self {
-            resnets: (0..layers)
-                .map(|i| {
-                    ResnetBlock2DConfig {
-                        in_channels: if i == 0 { in_channels } else { out_channels },
-                        out_channels,
-                        temb_channels: None,
-                        groups,
-                        eps,
-                        output_scale_factor: 1.0,
-                    }
-                    .init(device)
-                })
-                .collect(),
+            resnets: vae_resnets(in_channels, out_channels, layers, groups, eps, device),
             downsamplers: if add_downsample {
                 vec![Downsample2D::new(out_channels, out_channels, 0, device)]
             } else {
@@ -443,19 +456,7 @@ impl UpDecoderBlock2D {
         device: &Device,
     ) -> Self {
         Self {
-            resnets: (0..layers)
-                .map(|i| {
-                    ResnetBlock2DConfig {
-                        in_channels: if i == 0 { in_channels } else { out_channels },
-                        out_channels,
-                        temb_channels: None,
-                        groups,
-                        eps,
-                        output_scale_factor: 1.0,
-                    }
-                    .init(device)
-                })
-                .collect(),
+            resnets: vae_resnets(in_channels, out_channels, layers, groups, eps, device),
             upsamplers: if add_upsample {
                 vec![Upsample2D::new(out_channels, out_channels, device)]
             } else {
@@ -496,19 +497,8 @@ impl UNetMidBlock2D {
         max_bytes: usize,
         device: &Device,
     ) -> Self {
-        let resnet = || {
-            ResnetBlock2DConfig {
-                in_channels: channels,
-                out_channels: channels,
-                temb_channels: None,
-                groups,
-                eps,
-                output_scale_factor: 1.0,
-            }
-            .init(device)
-        };
         Self {
-            resnets: vec![resnet(), resnet()],
+            resnets: vae_resnets(channels, channels, 2, groups, eps, device),
             attentions: if add_attention {
                 vec![
                     AttentionConfig {
