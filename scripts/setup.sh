@@ -30,7 +30,8 @@ wasm_bindgen_cli() {
   local want; want="$(wasm_bindgen_version)"
   if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
     # --locked fails for this version (see shared toolchain notes); the registry build is fine.
-    cargo install wasm-bindgen-cli --version "$want"
+    # --force: reinstall when cargo remembers an install whose binary is missing or stale.
+    cargo install --force wasm-bindgen-cli --version "$want"
   fi
 }
 
