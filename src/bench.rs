@@ -21,17 +21,23 @@ use crate::{Error, Result};
 /// GoodDrag reads the features of `up_blocks[2]` (spec §1.10).
 const FEATURE_BLOCK: usize = 2;
 
-/// What the device allocator held, summed over its pools.
+/// What the device allocator held.
+///
+/// burn 0.22.1 reports page statistics only for its sliced (dynamic) pools; allocations that own
+/// their page (large tensors, most weights) appear only in the device-wide `reserved_bytes`,
+/// read after the phase: a lower bound of the phase's true peak (the allocator keeps pages for
+/// reuse, so in practice it is close to it, but this is not guaranteed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MemoryReport {
-    /// Σ page size × most pages ever held, over all pools: an upper bound of the peak of
-    /// reserved device memory since the device started (pools may peak at different times).
-    pub peak_reserved_bytes: u64,
-    /// Device memory reserved now.
+    /// Device memory reserved when read, all pools (weights included).
     pub reserved_bytes: u64,
-    /// The largest single allocation served so far, in requested bytes.
-    pub largest_alloc_bytes: u64,
+    /// Σ page size × most pages ever held, over the sliced pools only (activations and other
+    /// transient tensors), since the device started.
+    pub sliced_peak_bytes: u64,
+    /// The largest single allocation served by the sliced pools, in requested bytes. No
+    /// allocation at all can exceed the device's maxStorageBufferBindingSize (burn's page limit).
+    pub largest_sliced_alloc_bytes: u64,
 }
 
 /// Reads the allocator's report, or `None` on a backend that keeps none (e.g. the CPU device).
@@ -39,9 +45,9 @@ pub fn memory_report(device: &Device) -> Option<MemoryReport> {
     let pools = device.memory_pool_report()?;
     let usage = device.memory_pool_usage();
     Some(MemoryReport {
-        peak_reserved_bytes: pools.iter().map(|p| p.page_size * p.pages_peak).sum(),
         reserved_bytes: usage.map_or(0, |u| u.bytes_reserved),
-        largest_alloc_bytes: pools.iter().map(|p| p.largest_alloc).max().unwrap_or(0),
+        sliced_peak_bytes: pools.iter().map(|p| p.page_size * p.pages_peak).sum(),
+        largest_sliced_alloc_bytes: pools.iter().map(|p| p.largest_alloc).max().unwrap_or(0),
     })
 }
 

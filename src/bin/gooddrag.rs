@@ -104,19 +104,25 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
                     l = report.latent_size
                 );
                 println!(
-                    "{:<58} {:>10} {:>16} {:>16}",
-                    "phase", "time (s)", "peak mem (MiB)", "largest (MiB)"
+                    "{:<58} {:>9} {:>15} {:>17} {:>17}",
+                    "phase", "time (s)", "reserved (MiB)", "transient peak", "largest transient"
                 );
                 for p in &report.phases {
                     let m = p.memory.unwrap_or_default();
                     println!(
-                        "{:<58} {:>10.1} {:>16.0} {:>16.1}",
+                        "{:<58} {:>9.1} {:>15.0} {:>17.0} {:>17.1}",
                         p.name,
                         p.millis / 1e3,
-                        mib(m.peak_reserved_bytes),
-                        mib(m.largest_alloc_bytes)
+                        mib(m.reserved_bytes),
+                        mib(m.sliced_peak_bytes),
+                        mib(m.largest_sliced_alloc_bytes)
                     );
                 }
+                println!(
+                    "reserved: all device memory held after the phase (weights included; a lower bound of its peak); \
+                     transient: burn's sliced pools (activations), MiB; no buffer can exceed maxStorageBufferBindingSize = {} MiB.",
+                    adapter.max_storage_buffer_binding_size >> 20
+                );
             }
             Ok(())
         }
