@@ -138,20 +138,27 @@ impl AutoencoderKLConfig {
             ));
         }
         let last = boc[n - 1];
-        let encoder = Encoder {
-            conv_in: conv(self.in_channels, boc[0], 3, device),
-            down_blocks,
-            mid_block: UNetMidBlock2D::new(
+        // Encoder and decoder share the mid block's shape and the output norm's settings.
+        let mid_block = || {
+            UNetMidBlock2D::new(
                 last,
                 g,
                 VAE_EPS,
                 self.mid_block_add_attention,
                 max_attention_bytes,
                 device,
-            ),
-            conv_norm_out: GroupNormConfig::new(g, last)
+            )
+        };
+        let norm_out = |c| {
+            GroupNormConfig::new(g, c)
                 .with_epsilon(VAE_EPS)
-                .init(device),
+                .init(device)
+        };
+        let encoder = Encoder {
+            conv_in: conv(self.in_channels, boc[0], 3, device),
+            down_blocks,
+            mid_block: mid_block(),
+            conv_norm_out: norm_out(last),
             conv_out: conv(last, 2 * self.latent_channels, 3, device),
         };
 
@@ -174,18 +181,9 @@ impl AutoencoderKLConfig {
         }
         let decoder = Decoder {
             conv_in: conv(self.latent_channels, last, 3, device),
-            mid_block: UNetMidBlock2D::new(
-                last,
-                g,
-                VAE_EPS,
-                self.mid_block_add_attention,
-                max_attention_bytes,
-                device,
-            ),
+            mid_block: mid_block(),
             up_blocks,
-            conv_norm_out: GroupNormConfig::new(g, boc[0])
-                .with_epsilon(VAE_EPS)
-                .init(device),
+            conv_norm_out: norm_out(boc[0]),
             conv_out: conv(boc[0], self.out_channels, 3, device),
         };
 
