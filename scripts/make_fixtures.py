@@ -577,6 +577,190 @@ def expected_scheduler(exp: Path) -> None:
         f.write("\n")
 
 
+def empty_prompt_embedding() -> torch.Tensor:
+    """The tiny CLIP's last hidden state for "" (the GoodDrag default prompt), from clip.safetensors."""
+    return _load(OUT / "expected" / "clip.safetensors")["last_hidden_state_empty"]
+
+
+def expected_inversion(exp: Path) -> None:
+    """GoodDrag's DDIM inversion (spec 1.8, DragDiffusion's `inv_step`) of a VAE latent to
+    strength 0.75 (38 of 50 steps, ending at t = 741), every intermediate latent, and the plain
+    DDIM reconstruction back from z_T with `DDIMScheduler.step` (spec 1.7)."""
+    unet = UNet2DConditionModel.from_pretrained(OUT / "unet", torch_dtype=torch.float32).eval()
+    vae = AutoencoderKL.from_pretrained(OUT / "vae", torch_dtype=torch.float32).eval()
+    sched = DDIMScheduler.from_pretrained(OUT / "scheduler")
+    sched.set_timesteps(50)
+    ehs = empty_prompt_embedding()
+    g = torch.Generator().manual_seed(SEED_INPUTS + 3)
+    image = torch.rand(1, 3, 64, 64, generator=g) * 2.0 - 1.0
+    with torch.no_grad():
+        z0 = vae.encode(image).latent_dist.mean * vae.config.scaling_factor
+    step = sched.config.num_train_timesteps // sched.num_inference_steps
+    n_steps = int(round(0.75 * 50))
+    z = z0.clone()
+    latents, eps_all = [], []
+    with torch.no_grad():
+        for i, t in enumerate(reversed(sched.timesteps)):
+            if i >= n_steps:
+                continue
+            eps = unet(z, t, encoder_hidden_states=ehs).sample
+            # GoodDragger.inv_step, verbatim
+            next_step = t
+            timestep = min(t - step, 999)
+            a = sched.alphas_cumprod[timestep] if timestep >= 0 else sched.final_alpha_cumprod
+            a_next = sched.alphas_cumprod[next_step]
+            pred_x0 = (z - (1 - a) ** 0.5 * eps) / a**0.5
+            z = a_next**0.5 * pred_x0 + (1 - a_next) ** 0.5 * eps
+            latents.append(z)
+            eps_all.append(eps)
+        z_t = z
+        denoised = []
+        for t in sched.timesteps[50 - n_steps :]:
+            eps = unet(z, t, encoder_hidden_states=ehs).sample
+            z = sched.step(eps, t, z, eta=0.0).prev_sample
+            denoised.append(z)
+    save_tensors(
+        exp / "inversion.safetensors",
+        {
+            "image": image,
+            "encoder_hidden_states": ehs,
+            "z0": z0,
+            "inversion_latents": torch.cat(latents),
+            "inversion_noise_pred": torch.cat(eps_all),
+            "z_T": z_t,
+            "denoised_latents": torch.cat(denoised),
+        },
+    )
+
+
+# GoodDrag's rank is 16; the fixtures use 4 (training) and 2 (file layouts) to stay small; rank
+# is a parameter of the Rust code, not a constant.
+LORA_RANK = 4
+LORA_FORMAT_RANK = 2
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def unet_with_lora(init_b: bool, rank: int = LORA_RANK, seed: int = SEED_INPUTS + 4) -> UNet2DConditionModel:
+    """The tiny UNet with a PEFT LoRA as GoodDrag's (rank 16 there, alpha = rank so scale 1,
+    on to_q/to_k/to_v/to_out.0 of all 32 attention modules; A ~ N(0, 1/r^2), B = 0). With
+    `init_b`, B is drawn N(0, 0.05^2) too, so a first optimisation step moves A as well."""
+    from peft import LoraConfig
+
+    unet = UNet2DConditionModel.from_pretrained(OUT / "unet", torch_dtype=torch.float32)
+    unet.requires_grad_(False)
+    unet.add_adapter(
+        LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
+    )
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(unet.named_parameters()):
+            if "lora_A" in name:
+                p.copy_(torch.randn(p.shape, generator=g) / rank)
+            elif "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05 if init_b else torch.zeros_like(p))
+    return unet
+
+
+def lora_state(unet) -> dict[str, torch.Tensor]:
+    from peft.utils import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(unet).items()}
+
+
+def save_diffusers_lora(state: dict[str, torch.Tensor], path: Path) -> None:
+    """What diffusers' `StableDiffusionPipeline.save_lora_weights(unet_lora_layers=...)` writes
+    (keys `unet.<module>.lora_A.weight` / `lora_B.weight`), with the fixed single-key metadata."""
+    from diffusers import StableDiffusionPipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=state, safe_serialization=True)
+        written = _load(Path(tmp) / "pytorch_lora_weights.safetensors")
+    save_tensors(path, written)
+
+
+def expected_lora(exp: Path) -> None:
+    """Two AdamW steps of GoodDrag's LoRA fine-tuning (spec 1.9: lr 5e-4, betas (0.9, 0.999),
+    weight decay 1e-2, eps 1e-8; batch 4; DDPM add_noise at uniform timesteps; MSE to the noise)
+    with fixed latents, noise and timesteps, plus LoRA files in three layouts and UNet outputs
+    with a LoRA applied."""
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+
+    lora_dir = OUT / "lora"
+    lora_dir.mkdir()
+    noise_sched = DDPMScheduler.from_pretrained(OUT / "scheduler")
+    ehs = empty_prompt_embedding().repeat(4, 1, 1)
+    unet = unet_with_lora(init_b=True)
+    save_diffusers_lora(lora_state(unet), lora_dir / "init_diffusers.safetensors")
+    params = [p for p in unet.parameters() if p.requires_grad]
+    assert sum(p.numel() for p in params) > 0
+    opt = torch.optim.AdamW(params, lr=5e-4, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+    g = torch.Generator().manual_seed(SEED_INPUTS + 5)
+    out = {}
+    for k in range(2):
+        latents = torch.randn(4, 4, 8, 8, generator=g)
+        noise = torch.randn(4, 4, 8, 8, generator=g)
+        timesteps = torch.randint(0, 1000, (4,), generator=g, dtype=torch.int64)
+        noisy = noise_sched.add_noise(latents, noise, timesteps)
+        pred = unet(noisy, timesteps, encoder_hidden_states=ehs).sample
+        loss = F.mse_loss(pred.float(), noise.float(), reduction="mean")
+        loss.backward()
+        out[f"latents_{k}"] = latents
+        out[f"noise_{k}"] = noise
+        out[f"timesteps_{k}"] = timesteps.to(torch.float32)
+        out[f"noisy_{k}"] = noisy
+        out[f"loss_{k}"] = loss.detach().reshape(1)
+        if k == 0:
+            grads = {n: p.grad.detach().clone() for n, p in unet.named_parameters() if p.requires_grad}
+            save_tensors(lora_dir / "grads_step0.safetensors", grads)
+        opt.step()
+        opt.zero_grad()
+        save_diffusers_lora(lora_state(unet), lora_dir / f"after_step{k}_diffusers.safetensors")
+    # UNet output with the trained LoRA on the first inversion-fixture case.
+    base = _load(exp / "unet.safetensors")
+    with torch.no_grad():
+        out["noise_pred_lora"] = unet(base["sample"], 741, encoder_hidden_states=base["encoder_hidden_states"]).sample
+    save_tensors(exp / "lora.safetensors", out)
+
+    # One small LoRA (rank 2) in the three layouts users have; diffusers' output with each loaded.
+    small = lora_state(unet_with_lora(init_b=True, rank=LORA_FORMAT_RANK, seed=SEED_INPUTS + 6))
+    save_diffusers_lora(small, lora_dir / "small_diffusers.safetensors")
+    trained = _load(lora_dir / "small_diffusers.safetensors")
+    # (a) diffusers <= 0.20 attention processors (what the official GoodDrag code writes):
+    #     unet.<attn>.processor.<to_q|to_k|to_v|to_out>_lora.<down|up>.weight
+    old = {}
+    for key, v in trained.items():
+        mod, ab = key.rsplit(".lora_", 1)
+        if mod.endswith(".to_out.0"):
+            attn, proj = mod.removesuffix(".to_out.0"), "to_out"
+        else:
+            attn, proj = mod.rsplit(".", 1)
+        old[f"{attn}.processor.{proj}_lora.{'down' if ab.startswith('A') else 'up'}.weight"] = v
+    save_tensors(lora_dir / "small_attn_procs.safetensors", old)
+    # (b) kohya-ss / A1111 (most community SD 1.5 LoRAs): lora_unet_<path with _>.lora_down/up
+    #     + .alpha; alpha = rank/2 here, so the scale is 0.5 and the loader must apply it.
+    kohya = {}
+    for key, v in trained.items():
+        mod, ab = key.rsplit(".lora_", 1)
+        name = "lora_unet_" + mod.removeprefix("unet.").replace(".", "_")
+        kohya[f"{name}.{'lora_down' if ab.startswith('A') else 'lora_up'}.weight"] = v
+        kohya[f"{name}.alpha"] = torch.tensor(LORA_FORMAT_RANK / 2)
+    save_tensors(lora_dir / "small_kohya.safetensors", kohya)
+    # What diffusers computes with each file loaded (also proves diffusers reads all three).
+    from diffusers import StableDiffusionPipeline
+
+    res = {}
+    for name in ("small_diffusers", "small_attn_procs", "small_kohya"):
+        fresh = UNet2DConditionModel.from_pretrained(OUT / "unet", torch_dtype=torch.float32).eval()
+        sd, alphas = StableDiffusionPipeline.lora_state_dict(str(lora_dir / f"{name}.safetensors"))
+        fresh.load_lora_adapter(sd, network_alphas=alphas, prefix="unet", adapter_name="x")
+        with torch.no_grad():
+            res[name] = fresh(base["sample"], 741, encoder_hidden_states=base["encoder_hidden_states"]).sample
+    assert torch.equal(res["small_diffusers"], res["small_attn_procs"])
+    assert not torch.allclose(res["small_diffusers"], res["small_kohya"])
+    save_tensors(exp / "lora_loaded.safetensors", {f"noise_pred_{k}": v for k, v in res.items()})
+
+
 def check_fp16_variants() -> None:
     """Each fp16 variant loads with its library's `variant="fp16"` and equals fp32 -> half."""
     for cls, sub in ((UNet2DConditionModel, "unet"), (AutoencoderKL, "vae"), (CLIPTextModel, "text_encoder")):
@@ -628,6 +812,8 @@ def main() -> None:
     expected_unet(exp)
     expected_vae(exp)
     expected_scheduler(exp)
+    expected_inversion(exp)
+    expected_lora(exp)
     check_fp16_variants()
     write_versions(exp)
 
