@@ -40,6 +40,17 @@ pub enum Error {
     /// An argument from the user or a caller is invalid.
     #[error("{0}")]
     InvalidInput(String),
+    /// The user cancelled a long phase; nothing that was loaded is lost.
+    #[error("cancelled")]
+    Cancelled,
+    /// A LoRA file that cannot be applied to this UNet.
+    #[error(
+        "{file} cannot be used as a LoRA for this model: {problem}. GoodDrag applies LoRAs \
+         that adapt the UNet's attention projections (to_q, to_k, to_v, to_out.0) of a Stable \
+         Diffusion 1.5-shaped model, in the diffusers, older diffusers (attention processor) \
+         or kohya-ss layout."
+    )]
+    Lora { file: String, problem: String },
     /// A safetensors weights file is malformed, truncated or uses a layout GoodDrag cannot read.
     #[error(
         "{file} is not a usable safetensors file: {problem}. If it was downloaded, clear the \

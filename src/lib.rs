@@ -6,8 +6,14 @@
 pub mod bench;
 pub mod device;
 pub mod error;
+pub mod lora;
 pub mod models;
+pub mod optim;
+pub mod pipeline;
 pub mod probe;
+pub mod progress;
+pub mod rng;
+pub mod schedulers;
 pub mod weights;
 
 #[cfg(target_arch = "wasm32")]

@@ -198,6 +198,8 @@ impl AttentionConfig {
                 .with_bias(self.bias)
                 .init(device),
             to_out: vec![LinearConfig::new(inner, self.query_dim).init(device)],
+            lora: None,
+            mutual_self_attention: false,
             heads: self.heads,
             residual_connection: self.residual_connection,
             rescale_output_factor: self.rescale_output_factor,
@@ -220,6 +222,12 @@ pub struct Attention {
     pub to_v: Linear,
     /// `to_out.0`: output projection (`to_out.1` is dropout).
     pub to_out: Vec<Linear>,
+    /// LoRA deltas on the projections (GoodDrag §3.1 / spec §1.9); absent when loading the
+    /// base weights, attached afterwards by [`crate::lora`].
+    pub lora: Option<AttentionLora>,
+    /// MasaCtrl (spec §1.16): in a self-attention over a batch `[reference, edited, …]`, every
+    /// sample's queries attend to the reference sample's keys and values.
+    pub mutual_self_attention: bool,
     /// Number of heads.
     pub heads: usize,
     /// Add the input back after the output projection.
@@ -240,12 +248,18 @@ impl Attention {
             Some(norm) => norm.forward(x.swap_dims(1, 2)).swap_dims(1, 2),
             None => x,
         };
+        let lora = self.lora.as_ref();
+        let mutual = self.mutual_self_attention && context.is_none();
         let context = context.unwrap_or_else(|| x.clone());
-        let q = self.to_q.forward(x);
-        let k = self.to_k.forward(context.clone());
-        let v = self.to_v.forward(context);
-        let h = scaled_dot_product_attention(q, k, v, self.heads, false, self.max_bytes);
-        let mut h = self.to_out[0].forward(h);
+        let q = project(&self.to_q, lora.and_then(|l| l.to_q.as_ref()), x);
+        let k = project(&self.to_k, lora.and_then(|l| l.to_k.as_ref()), context.clone());
+        let v = project(&self.to_v, lora.and_then(|l| l.to_v.as_ref()), context);
+        let h = if mutual {
+            mutual_attention(q, k, v, self.heads, self.max_bytes)
+        } else {
+            scaled_dot_product_attention(q, k, v, self.heads, false, self.max_bytes)
+        };
+        let mut h = project(&self.to_out[0], lora.and_then(|l| l.to_out.as_ref()), h);
         if let Some(residual) = residual {
             h = h + residual;
         }
@@ -263,6 +277,58 @@ impl Attention {
             .swap_dims(1, 2)
             .reshape([b, c, h, w])
     }
+}
+
+/// `linear(x) [+ lora(x)]`.
+fn project(linear: &Linear, lora: Option<&LoraLinear>, x: Tensor<3>) -> Tensor<3> {
+    match lora {
+        Some(delta) => linear.forward(x.clone()) + delta.forward(x),
+        None => linear.forward(x),
+    }
+}
+
+/// MasaCtrl's mutual self-attention (spec §1.16, `MutualSelfAttentionControl.attn_batch`):
+/// the queries of all `b` samples, concatenated along the token axis, attend to the keys and
+/// values of sample 0 (the reference branch). q, k, v: `[b, n, heads·d]` → `[b, n, heads·d]`.
+fn mutual_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize, max_bytes: usize) -> Tensor<3> {
+    let [b, n, inner] = q.dims();
+    let [_, _, inner_v] = v.dims();
+    let q = q.reshape([1, b * n, inner]);
+    let out = scaled_dot_product_attention(q, k.narrow(0, 0, 1), v.narrow(0, 0, 1), heads, false, max_bytes);
+    out.reshape([b, n, inner_v])
+}
+
+/// A LoRA delta beside a frozen `Linear`: `scale · up(down(x))` (diffusers/PEFT `lora_A` =
+/// `down` `[in, r]`, `lora_B` = `up` `[r, out]`, both stored burn-style `[in, out]`).
+#[derive(Module, Debug)]
+pub struct LoraLinear {
+    /// `[in] → [rank]`, no bias.
+    pub down: Linear,
+    /// `[rank] → [out]`, no bias.
+    pub up: Linear,
+    /// `alpha / rank` (1 for GoodDrag's and diffusers-saved LoRAs).
+    pub scale: f64,
+}
+
+impl LoraLinear {
+    /// x: `[b, n, in]` → `[b, n, out]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let h = self.up.forward(self.down.forward(x));
+        if self.scale == 1.0 { h } else { h.mul_scalar(self.scale) }
+    }
+}
+
+/// The LoRA deltas of one attention module; a LoRA file may adapt only some projections.
+#[derive(Module, Debug)]
+pub struct AttentionLora {
+    /// Delta on `to_q`.
+    pub to_q: Option<LoraLinear>,
+    /// Delta on `to_k`.
+    pub to_k: Option<LoraLinear>,
+    /// Delta on `to_v`.
+    pub to_v: Option<LoraLinear>,
+    /// Delta on `to_out.0`.
+    pub to_out: Option<LoraLinear>,
 }
 
 /// GEGLU (diffusers `activations.GEGLU`): `proj` to twice the width, `hidden · gelu(gate)`.

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use super::embeddings::{TimestepEmbedding, timestep_embedding};
 use super::resnet::conv;
-use super::unet_2d_blocks::{DownBlock2D, UNetBlockConfig, UNetMidBlock2DCrossAttn, UpBlock2D};
+use super::attention::BasicTransformerBlock;
+use super::unet_2d_blocks::{
+    DownBlock2D, Transformer2DModel, UNetBlockConfig, UNetMidBlock2DCrossAttn, UpBlock2D,
+};
 use crate::{Error, Result};
 
 /// A config value that diffusers allows either once for all blocks or once per block.
@@ -451,6 +454,45 @@ impl UNet2DConditionModel {
             up_blocks,
             noise_pred,
         }
+    }
+
+    /// Every `BasicTransformerBlock` in forward order (down, mid, up) with its weight-key path
+    /// (`down_blocks.0.attentions.0.transformer_blocks.0`). This order is MasaCtrl's layer
+    /// count (spec §1.16): for SD 1.5, blocks 0–5 are down, 6 mid, 7–15 up.
+    pub fn transformer_blocks_mut(&mut self) -> Vec<(String, &mut BasicTransformerBlock)> {
+        fn push<'a>(
+            out: &mut Vec<(String, &'a mut BasicTransformerBlock)>,
+            prefix: String,
+            attentions: &'a mut [Transformer2DModel],
+        ) {
+            for (j, t) in attentions.iter_mut().enumerate() {
+                for (k, block) in t.transformer_blocks.iter_mut().enumerate() {
+                    out.push((format!("{prefix}.attentions.{j}.transformer_blocks.{k}"), block));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (i, b) in self.down_blocks.iter_mut().enumerate() {
+            push(&mut out, format!("down_blocks.{i}"), &mut b.attentions);
+        }
+        push(&mut out, "mid_block".into(), &mut self.mid_block.attentions);
+        for (i, b) in self.up_blocks.iter_mut().enumerate() {
+            push(&mut out, format!("up_blocks.{i}"), &mut b.attentions);
+        }
+        out
+    }
+
+    /// Turns MasaCtrl's mutual self-attention on for transformer blocks `from_block..` (GoodDrag:
+    /// 10, i.e. `up_blocks[2]` and `up_blocks[3]` of SD 1.5) and off for the others; `None`
+    /// turns it off everywhere. Returns how many blocks it is on for.
+    pub fn set_mutual_self_attention(&mut self, from_block: Option<usize>) -> usize {
+        let mut on = 0;
+        for (i, (_, block)) in self.transformer_blocks_mut().into_iter().enumerate() {
+            let enable = from_block.is_some_and(|start| i >= start);
+            block.attn1.mutual_self_attention = enable;
+            on += usize::from(enable);
+        }
+        on
     }
 
     /// The forward pass; `tap` sees each block's output. Returns (noise_pred, time embedding).

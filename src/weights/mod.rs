@@ -14,9 +14,11 @@ pub mod load;
 pub mod plan;
 pub mod reader;
 pub mod safetensors;
+pub mod write;
 
 pub use convert::{tensor_to_f32, to_f32};
 pub use load::{Component, WeightLoader, load_safetensors};
 pub use plan::{Chunk, MAX_CHUNK_BYTES, plan_chunks};
 pub use reader::{ChunkTensors, chunk_tensors, tensor_bytes};
 pub use safetensors::{Dtype, Header, MAX_HEADER_BYTES, TensorInfo};
+pub use write::{F32Tensor, write_f32_safetensors};

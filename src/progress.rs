@@ -1,0 +1,62 @@
+//! Progress events and cancellation shared by every long phase of an edit. The browser worker
+//! forwards events to the page; the CLI draws progress bars. Cancellation is a flag checked
+//! between steps (never inside a GPU dispatch), so a cancelled phase stops within one step and
+//! leaves loaded weights intact.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// One progress event. `step` counts from 1 and is reported when that step has finished on the
+/// device.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "phase", rename_all = "camelCase")]
+pub enum Progress {
+    /// LoRA fine-tuning step finished, with its training loss.
+    Lora { step: usize, of: usize, loss: f32 },
+    /// DDIM inversion step finished.
+    Invert { step: usize, of: usize },
+    /// Denoising step finished.
+    Denoise { step: usize, of: usize },
+    /// VAE decode finished.
+    Decode,
+}
+
+/// A cloneable cancellation flag: one side calls [`cancel`](Self::cancel), the running phase
+/// calls [`check`](Self::check) between steps.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// A flag that is not set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests cancellation.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Clears the flag for the next run.
+    pub fn reset(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// `Err(Error::Cancelled)` once cancellation was requested.
+    pub fn check(&self) -> Result<()> {
+        if self.is_cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Noise schedulers. GoodDrag uses DDIM only (spec §1.7): deterministic denoising (η = 0) and
+//! DragDiffusion's DDIM inversion.
+
+pub mod ddim;
+
+pub use ddim::{DdimScheduler, DdimSchedulerConfig};
