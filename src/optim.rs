@@ -80,7 +80,11 @@ impl<const D: usize> Adam<D> {
 
     /// One step: returns the updated tensors (detached from any autodiff graph). A `None`
     /// gradient leaves that tensor unchanged (PyTorch skips parameters without `.grad`).
-    pub fn step(&mut self, params: Vec<Tensor<D>>, grads: Vec<Option<Tensor<D>>>) -> Vec<Tensor<D>> {
+    pub fn step(
+        &mut self,
+        params: Vec<Tensor<D>>,
+        grads: Vec<Option<Tensor<D>>>,
+    ) -> Vec<Tensor<D>> {
         assert_eq!(params.len(), grads.len(), "one gradient slot per parameter");
         if self.state.len() < params.len() {
             self.state.resize(params.len(), None);
@@ -100,7 +104,8 @@ impl<const D: usize> Adam<D> {
                 let (m, v) = match self.state[i].take() {
                     Some(s) => (
                         s.m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1),
-                        s.v.mul_scalar(c.beta2) + g.clone().powi_scalar(2).mul_scalar(1.0 - c.beta2),
+                        s.v.mul_scalar(c.beta2)
+                            + g.clone().powi_scalar(2).mul_scalar(1.0 - c.beta2),
                     ),
                     None => (
                         g.clone().mul_scalar(1.0 - c.beta1),
@@ -116,7 +121,8 @@ impl<const D: usize> Adam<D> {
                 let denom = v.clone().sqrt().div_scalar(bc2.sqrt()).add_scalar(c.eps);
                 let updated = p - m.clone().div(denom).mul_scalar(c.lr / bc1);
                 self.state[i] = Some(Moments { m, v });
-                updated
+                // A fresh leaf: callers may mark it as requiring gradients again.
+                updated.detach()
             })
             .collect()
     }
@@ -146,7 +152,11 @@ mod tests {
         let device = Device::flex();
         let c = AdamConfig::adamw(5e-4, 1e-2);
         let p0 = [0.3f32, -1.2, 0.0, 2.0];
-        let grads = [[0.5f32, -0.1, 1e-9, 3.0], [0.2, 0.4, -2e-9, -1.0], [-0.3, 0.0, 0.0, 0.5]];
+        let grads = [
+            [0.5f32, -0.1, 1e-9, 3.0],
+            [0.2, 0.4, -2e-9, -1.0],
+            [-0.3, 0.0, 0.0, 0.5],
+        ];
         let mut adam = Adam::<1>::new(c);
         let mut p = Tensor::<1>::from_data(TensorData::new(p0.to_vec(), [4]), &device);
         for g in &grads {
@@ -167,6 +177,9 @@ mod tests {
         let mut adam = Adam::<1>::new(AdamConfig::adam(0.02));
         let p = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 2.0], [2]), &device);
         let out = adam.step(vec![p], vec![None]).remove(0);
-        assert_eq!(out.into_data().try_into_vec::<f32>().unwrap(), vec![1.0, 2.0]);
+        assert_eq!(
+            out.into_data().try_into_vec::<f32>().unwrap(),
+            vec![1.0, 2.0]
+        );
     }
 }

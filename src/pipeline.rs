@@ -14,7 +14,12 @@ use crate::progress::{Cancel, Progress};
 use crate::schedulers::DdimScheduler;
 
 /// RGB8 pixels (row-major, `width·height·3` bytes) → `[1, 3, H, W]` in [−1, 1] (`x/127.5 − 1`).
-pub fn image_to_tensor(rgb: &[u8], width: usize, height: usize, device: &Device) -> Result<Tensor<4>> {
+pub fn image_to_tensor(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    device: &Device,
+) -> Result<Tensor<4>> {
     if width == 0 || height == 0 || rgb.len() != width * height * 3 {
         return Err(Error::InvalidInput(format!(
             "image data has {} bytes but {width}×{height} RGB needs {}",
@@ -29,7 +34,10 @@ pub fn image_to_tensor(rgb: &[u8], width: usize, height: usize, device: &Device)
             planar[c * plane + i] = px[c] as f32 / 127.5 - 1.0;
         }
     }
-    Ok(Tensor::from_data(TensorData::new(planar, [1, 3, height, width]), device))
+    Ok(Tensor::from_data(
+        TensorData::new(planar, [1, 3, height, width]),
+        device,
+    ))
 }
 
 /// `[1, 3, H, W]` in [0, 1] → RGB8 bytes, truncating like the reference's
@@ -70,7 +78,9 @@ pub async fn sync<const D: usize>(t: &Tensor<D>) -> Result<()> {
     if v.iter().all(|x| x.is_finite()) {
         Ok(())
     } else {
-        Err(Error::Readback("the computation produced non-finite values".into()))
+        Err(Error::Readback(
+            "the computation produced non-finite values".into(),
+        ))
     }
 }
 

@@ -14,7 +14,8 @@ use parity_support::*;
 use serde_json::Value;
 
 fn fixture_scheduler() -> DdimScheduler {
-    let json = std::fs::read_to_string(fixture_dir().join("scheduler/scheduler_config.json")).unwrap();
+    let json =
+        std::fs::read_to_string(fixture_dir().join("scheduler/scheduler_config.json")).unwrap();
     DdimScheduler::new(DdimSchedulerConfig::from_json(&json).unwrap(), 50).unwrap()
 }
 
@@ -24,14 +25,23 @@ fn expected_json() -> Value {
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 #[test]
 fn timesteps_betas_and_alphas_equal_diffusers() {
     let s = fixture_scheduler();
     let e = expected_json();
-    let timesteps: Vec<usize> = e["timesteps"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as usize).collect();
+    let timesteps: Vec<usize> = e["timesteps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as usize)
+        .collect();
     assert_eq!(s.timesteps(), &timesteps[..]);
     let betas_err = relative_error(s.betas(), &floats(&e["betas"]));
     let alphas_err = relative_error(s.alphas_cumprod(), &floats(&e["alphas_cumprod"]));
@@ -41,7 +51,10 @@ fn timesteps_betas_and_alphas_equal_diffusers() {
     for (a, b) in s.alphas_cumprod().iter().zip(floats(&e["alphas_cumprod"])) {
         assert!((a - b).abs() <= 1e-5 * b, "{a} vs {b}");
     }
-    assert_eq!(s.final_alpha_cumprod(), e["final_alpha_cumprod"].as_f64().unwrap() as f32);
+    assert_eq!(
+        s.final_alpha_cumprod(),
+        e["final_alpha_cumprod"].as_f64().unwrap() as f32
+    );
 }
 
 #[test]
@@ -50,8 +63,15 @@ fn one_ddim_step_equals_diffusers_step() {
     let device = device::cpu().0;
     for case in expected_json()["step_eta0"].as_array().unwrap() {
         let t = case["timestep"].as_u64().unwrap() as usize;
-        let shape: Vec<usize> = case["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-        let tensor = |k: &str| Tensor::<4>::from_data(TensorData::new(floats(&case[k]), shape.clone()), &device);
+        let shape: Vec<usize> = case["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let tensor = |k: &str| {
+            Tensor::<4>::from_data(TensorData::new(floats(&case[k]), shape.clone()), &device)
+        };
         let prev = s.step(tensor("model_output"), t, tensor("sample"));
         let got: Vec<f32> = prev.into_data().try_into_vec::<f32>().unwrap();
         let err = relative_error(&got, &floats(&case["prev_sample"]));
@@ -78,10 +98,18 @@ fn one_inversion_step_equals_gooddrag_inv_step() {
     assert_eq!(valid.len(), n);
     for k in 0..n {
         let t = valid[n - 1 - k];
-        let z = if k == 0 { e["z0"].f32.clone() } else { slice(&lat.f32, k - 1) };
+        let z = if k == 0 {
+            e["z0"].f32.clone()
+        } else {
+            slice(&lat.f32, k - 1)
+        };
         let z = Tensor::<4>::from_data(TensorData::new(z, shape), &device);
         let ek = Tensor::<4>::from_data(TensorData::new(slice(&eps.f32, k), shape), &device);
-        let got: Vec<f32> = s.inversion_step(ek, t, z).into_data().try_into_vec::<f32>().unwrap();
+        let got: Vec<f32> = s
+            .inversion_step(ek, t, z)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
         let err = relative_error(&got, &slice(&lat.f32, k));
         assert!(err <= 1e-5, "step {k} (t = {t}): {err:e}");
     }

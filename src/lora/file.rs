@@ -39,7 +39,10 @@ pub fn write_lora(set: &LoraSet) -> Result<Vec<u8>> {
         let up = if pair.scale == 1.0 {
             pair.up.clone()
         } else {
-            pair.up.iter().map(|&v| (v as f64 * pair.scale) as f32).collect()
+            pair.up
+                .iter()
+                .map(|&v| (v as f64 * pair.scale) as f32)
+                .collect()
         };
         tensors.push(F32Tensor {
             name: format!("unet.{path}.lora_B.weight"),
@@ -180,7 +183,8 @@ pub fn parse_lora(file: &str, bytes: &[u8]) -> Result<LoraSet> {
             [a, b] | [a, b, 1, 1] => Some((*a, *b)),
             _ => None,
         };
-        let (Some((rank, in_features)), Some((out_features, rank_up))) = (two_d(&ds), two_d(&us)) else {
+        let (Some((rank, in_features)), Some((out_features, rank_up))) = (two_d(&ds), two_d(&us))
+        else {
             return Err(bad(format!(
                 "layer `{module}` has matrices of shapes {ds:?} and {us:?}; expected [rank, in] and [out, rank]"
             )));
@@ -227,8 +231,14 @@ mod tests {
     #[test]
     fn write_then_parse_is_exact() {
         let mut set = LoraSet::default();
-        set.layers.insert("mid_block.attentions.0.transformer_blocks.0.attn1.to_q".into(), pair(2, 3, 4, 1.0));
-        set.layers.insert("up_blocks.1.attentions.2.transformer_blocks.0.attn2.to_out.0".into(), pair(1, 5, 2, 1.0));
+        set.layers.insert(
+            "mid_block.attentions.0.transformer_blocks.0.attn1.to_q".into(),
+            pair(2, 3, 4, 1.0),
+        );
+        set.layers.insert(
+            "up_blocks.1.attentions.2.transformer_blocks.0.attn2.to_out.0".into(),
+            pair(1, 5, 2, 1.0),
+        );
         let bytes = write_lora(&set).unwrap();
         assert_eq!(parse_lora("x", &bytes).unwrap(), set);
     }
@@ -240,15 +250,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            classify("lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_out_0.alpha", &re),
-            Ok(("mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0".into(), Part::Alpha))
+            classify(
+                "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_out_0.alpha",
+                &re
+            ),
+            Ok((
+                "mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0".into(),
+                Part::Alpha
+            ))
         );
         assert_eq!(
-            classify("lora_unet_up_blocks_3_attentions_1_transformer_blocks_0_attn1_to_k.lora_up.weight", &re),
-            Ok(("up_blocks.3.attentions.1.transformer_blocks.0.attn1.to_k".into(), Part::Up))
+            classify(
+                "lora_unet_up_blocks_3_attentions_1_transformer_blocks_0_attn1_to_k.lora_up.weight",
+                &re
+            ),
+            Ok((
+                "up_blocks.3.attentions.1.transformer_blocks.0.attn1.to_k".into(),
+                Part::Up
+            ))
         );
-        assert!(classify("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", &re).is_err());
-        assert!(classify("lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", &re).is_err());
+        assert!(
+            classify(
+                "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight",
+                &re
+            )
+            .is_err()
+        );
+        assert!(
+            classify(
+                "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight",
+                &re
+            )
+            .is_err()
+        );
         assert!(classify("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight", &re).is_ok());
     }
 
@@ -260,16 +294,24 @@ mod tests {
             data: vec![0.0, 1.0],
         }];
         let bytes = write_f32_safetensors(&tensors, &BTreeMap::new()).unwrap();
-        let err = parse_lora("te.safetensors", &bytes).unwrap_err().to_string();
-        assert!(err.contains("lora_te_text_model_encoder_layers_0_mlp_fc1"), "{err}");
+        let err = parse_lora("te.safetensors", &bytes)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lora_te_text_model_encoder_layers_0_mlp_fc1"),
+            "{err}"
+        );
 
         let half = vec![F32Tensor {
-            name: "unet.mid_block.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight".into(),
+            name: "unet.mid_block.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight"
+                .into(),
             shape: vec![1, 2],
             data: vec![0.0, 1.0],
         }];
         let bytes = write_f32_safetensors(&half, &BTreeMap::new()).unwrap();
-        let err = parse_lora("half.safetensors", &bytes).unwrap_err().to_string();
+        let err = parse_lora("half.safetensors", &bytes)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lacks its down or up"), "{err}");
         assert!(parse_lora("junk", b"not a safetensors file").is_err());
     }

@@ -157,7 +157,9 @@ impl LoraSet {
             for (path, attn) in modules.iter_mut() {
                 for (name, linear) in projections_of(attn) {
                     let key = format!("{path}.{name}");
-                    let Some(pair) = self.layers.get(&key) else { continue };
+                    let Some(pair) = self.layers.get(&key) else {
+                        continue;
+                    };
                     seen += 1;
                     let (i, o) = linear_dims(linear);
                     if (pair.in_features, pair.out_features) != (i, o) {
@@ -168,7 +170,10 @@ impl LoraSet {
                         )));
                     }
                     if pair.down.len() != pair.rank * i || pair.up.len() != o * pair.rank {
-                        return Err(bad(format!("layer `{key}` has inconsistent rank {}", pair.rank)));
+                        return Err(bad(format!(
+                            "layer `{key}` has inconsistent rank {}",
+                            pair.rank
+                        )));
                     }
                 }
             }
@@ -184,7 +189,9 @@ impl LoraSet {
                 .find(|k| !known.contains(k))
                 .cloned()
                 .unwrap_or_default();
-            return Err(bad(format!("it adapts `{unknown}`, which this UNet does not have")));
+            return Err(bad(format!(
+                "it adapts `{unknown}`, which this UNet does not have"
+            )));
         }
         if self.layers.is_empty() {
             return Err(bad("it contains no UNet attention layers".into()));
@@ -202,7 +209,10 @@ impl LoraSet {
                 to_v: get("to_v"),
                 to_out: get("to_out.0"),
             };
-            let any = lora.to_q.is_some() || lora.to_k.is_some() || lora.to_v.is_some() || lora.to_out.is_some();
+            let any = lora.to_q.is_some()
+                || lora.to_k.is_some()
+                || lora.to_v.is_some()
+                || lora.to_out.is_some();
             attn.lora = any.then_some(lora);
         }
         Ok(())
@@ -242,7 +252,10 @@ impl LoraSet {
 
     /// Trainable parameter count.
     pub fn num_params(&self) -> usize {
-        self.layers.values().map(|p| p.down.len() + p.up.len()).sum()
+        self.layers
+            .values()
+            .map(|p| p.down.len() + p.up.len())
+            .sum()
     }
 }
 
@@ -250,10 +263,43 @@ impl LoraSet {
 pub fn lora_params_mut(unet: &mut UNet2DConditionModel) -> Vec<&mut Param<Tensor<2>>> {
     let mut out = Vec::new();
     for (_, attn) in attention_modules_mut(unet) {
-        let Some(lora) = attn.lora.as_mut() else { continue };
-        for delta in [&mut lora.to_q, &mut lora.to_k, &mut lora.to_v, &mut lora.to_out].into_iter().flatten() {
+        let Some(lora) = attn.lora.as_mut() else {
+            continue;
+        };
+        for delta in [
+            &mut lora.to_q,
+            &mut lora.to_k,
+            &mut lora.to_v,
+            &mut lora.to_out,
+        ]
+        .into_iter()
+        .flatten()
+        {
             out.push(&mut delta.down.weight);
             out.push(&mut delta.up.weight);
+        }
+    }
+    out
+}
+
+/// Names of [`lora_params_mut`]'s weights, same order, in the diffusers/PEFT spelling
+/// (`….attn1.to_q.lora_A.weight` = down, `lora_B` = up).
+pub fn lora_param_names(unet: &mut UNet2DConditionModel) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, attn) in attention_modules_mut(unet) {
+        let Some(lora) = attn.lora.as_ref() else {
+            continue;
+        };
+        for (name, delta) in [
+            ("to_q", &lora.to_q),
+            ("to_k", &lora.to_k),
+            ("to_v", &lora.to_v),
+            ("to_out.0", &lora.to_out),
+        ] {
+            if delta.is_some() {
+                out.push(format!("{path}.{name}.lora_A.weight"));
+                out.push(format!("{path}.{name}.lora_B.weight"));
+            }
         }
     }
     out

@@ -101,7 +101,9 @@ impl LoraTrainer {
     ) -> Result<(Tensor<1>, Vec<Option<Tensor<2>>>)> {
         let n = samples.len();
         if n == 0 {
-            return Err(Error::InvalidInput("a LoRA step needs at least one sample".into()));
+            return Err(Error::InvalidInput(
+                "a LoRA step needs at least one sample".into(),
+            ));
         }
         let params: Vec<Tensor<2>> = lora_params_mut(unet).into_iter().map(|p| p.val()).collect();
         let mut sums: Vec<Option<Tensor<2>>> = vec![None; params.len()];
@@ -109,9 +111,17 @@ impl LoraTrainer {
         for s in samples {
             let noisy = scheduler.add_noise(s.latents.clone(), s.noise.clone(), &[s.timestep])?;
             let pred = unet
-                .forward(noisy, &[s.timestep as f32], encoder_hidden_states.clone(), &[])
+                .forward(
+                    noisy,
+                    &[s.timestep as f32],
+                    encoder_hidden_states.clone(),
+                    &[],
+                )
                 .noise_pred;
-            let loss = (pred - s.noise.clone()).powi_scalar(2).mean().div_scalar(n as f64);
+            let loss = (pred - s.noise.clone())
+                .powi_scalar(2)
+                .mean()
+                .div_scalar(n as f64);
             total = Some(match total {
                 Some(t) => t + loss.clone().detach(),
                 None => loss.clone().detach(),
@@ -207,7 +217,8 @@ pub async fn train_lora(
                 }
             })
             .collect();
-        let (loss, grads) = LoraTrainer::gradients(&mut unet, scheduler, &samples, encoder_hidden_states)?;
+        let (loss, grads) =
+            LoraTrainer::gradients(&mut unet, scheduler, &samples, encoder_hidden_states)?;
         trainer.step(&mut unet, grads);
         let loss = read_f32(loss).await?[0];
         if !loss.is_finite() {
@@ -251,7 +262,9 @@ fn random_crops(image: Tensor<4>, size: usize, count: usize, rng: &mut Rng) -> V
         .map(|_| {
             let top = rng.below(nh - size + 1);
             let left = rng.below(nw - size + 1);
-            resized.clone().slice([0..1, 0..3, top..top + size, left..left + size])
+            resized
+                .clone()
+                .slice([0..1, 0..3, top..top + size, left..left + size])
         })
         .collect()
 }

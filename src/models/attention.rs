@@ -252,7 +252,11 @@ impl Attention {
         let mutual = self.mutual_self_attention && context.is_none();
         let context = context.unwrap_or_else(|| x.clone());
         let q = project(&self.to_q, lora.and_then(|l| l.to_q.as_ref()), x);
-        let k = project(&self.to_k, lora.and_then(|l| l.to_k.as_ref()), context.clone());
+        let k = project(
+            &self.to_k,
+            lora.and_then(|l| l.to_k.as_ref()),
+            context.clone(),
+        );
         let v = project(&self.to_v, lora.and_then(|l| l.to_v.as_ref()), context);
         let h = if mutual {
             mutual_attention(q, k, v, self.heads, self.max_bytes)
@@ -290,11 +294,24 @@ fn project(linear: &Linear, lora: Option<&LoraLinear>, x: Tensor<3>) -> Tensor<3
 /// MasaCtrl's mutual self-attention (spec §1.16, `MutualSelfAttentionControl.attn_batch`):
 /// the queries of all `b` samples, concatenated along the token axis, attend to the keys and
 /// values of sample 0 (the reference branch). q, k, v: `[b, n, heads·d]` → `[b, n, heads·d]`.
-fn mutual_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize, max_bytes: usize) -> Tensor<3> {
+fn mutual_attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    max_bytes: usize,
+) -> Tensor<3> {
     let [b, n, inner] = q.dims();
     let [_, _, inner_v] = v.dims();
     let q = q.reshape([1, b * n, inner]);
-    let out = scaled_dot_product_attention(q, k.narrow(0, 0, 1), v.narrow(0, 0, 1), heads, false, max_bytes);
+    let out = scaled_dot_product_attention(
+        q,
+        k.narrow(0, 0, 1),
+        v.narrow(0, 0, 1),
+        heads,
+        false,
+        max_bytes,
+    );
     out.reshape([b, n, inner_v])
 }
 
@@ -314,7 +331,11 @@ impl LoraLinear {
     /// x: `[b, n, in]` → `[b, n, out]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let h = self.up.forward(self.down.forward(x));
-        if self.scale == 1.0 { h } else { h.mul_scalar(self.scale) }
+        if self.scale == 1.0 {
+            h
+        } else {
+            h.mul_scalar(self.scale)
+        }
     }
 }
 

@@ -9,9 +9,9 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::attention::BasicTransformerBlock;
 use super::embeddings::{TimestepEmbedding, timestep_embedding};
 use super::resnet::conv;
-use super::attention::BasicTransformerBlock;
 use super::unet_2d_blocks::{
     DownBlock2D, Transformer2DModel, UNetBlockConfig, UNetMidBlock2DCrossAttn, UpBlock2D,
 };
@@ -467,7 +467,10 @@ impl UNet2DConditionModel {
         ) {
             for (j, t) in attentions.iter_mut().enumerate() {
                 for (k, block) in t.transformer_blocks.iter_mut().enumerate() {
-                    out.push((format!("{prefix}.attentions.{j}.transformer_blocks.{k}"), block));
+                    out.push((
+                        format!("{prefix}.attentions.{j}.transformer_blocks.{k}"),
+                        block,
+                    ));
                 }
             }
         }

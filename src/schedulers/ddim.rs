@@ -131,10 +131,12 @@ impl DdimScheduler {
             )));
         }
         let betas: Vec<f32> = match config.beta_schedule.as_str() {
-            "scaled_linear" => linspace_f32(config.beta_start.sqrt(), config.beta_end.sqrt(), n_train)
-                .into_iter()
-                .map(|b| b * b)
-                .collect(),
+            "scaled_linear" => {
+                linspace_f32(config.beta_start.sqrt(), config.beta_end.sqrt(), n_train)
+                    .into_iter()
+                    .map(|b| b * b)
+                    .collect()
+            }
             "linear" => linspace_f32(config.beta_start, config.beta_end, n_train),
             other => return unsupported(format!("beta_schedule `{other}`")),
         };
@@ -255,10 +257,21 @@ impl DdimScheduler {
 
     /// GoodDrag's (DragDiffusion's) inversion step to timestep `t` (spec §1.8): the noise was
     /// predicted at `t` on the less noisy latent, which is moved from `t − step_ratio` to `t`.
-    pub fn inversion_step(&self, model_output: Tensor<4>, t: usize, sample: Tensor<4>) -> Tensor<4> {
+    pub fn inversion_step(
+        &self,
+        model_output: Tensor<4>,
+        t: usize,
+        sample: Tensor<4>,
+    ) -> Tensor<4> {
         // PARITY: `timestep = min(t - step_ratio, 999)`; below 0 it uses the final ᾱ.
-        let from = (t as i64 - self.step_ratio as i64).min(self.config.num_train_timesteps as i64 - 1);
-        Self::ddim_update(model_output, sample, self.alpha_at(from), self.alpha_at(t as i64))
+        let from =
+            (t as i64 - self.step_ratio as i64).min(self.config.num_train_timesteps as i64 - 1);
+        Self::ddim_update(
+            model_output,
+            sample,
+            self.alpha_at(from),
+            self.alpha_at(t as i64),
+        )
     }
 
     /// `√a_to·(z − √(1−a_from)·ε)/√a_from + √(1−a_to)·ε`, with f32 coefficients.
@@ -269,7 +282,12 @@ impl DdimScheduler {
 
     /// DDPM forward noising (`DDPMScheduler.add_noise`): `√ᾱₜ·x₀ + √(1−ᾱₜ)·ε`, one timestep per
     /// batch element. x0, noise: `[b, c, h, w]`, timesteps: `b` values `< num_train_timesteps`.
-    pub fn add_noise(&self, x0: Tensor<4>, noise: Tensor<4>, timesteps: &[usize]) -> Result<Tensor<4>> {
+    pub fn add_noise(
+        &self,
+        x0: Tensor<4>,
+        noise: Tensor<4>,
+        timesteps: &[usize],
+    ) -> Result<Tensor<4>> {
         let [b, _, _, _] = x0.dims();
         if timesteps.len() != b {
             return Err(Error::InvalidInput(format!(
@@ -278,11 +296,16 @@ impl DdimScheduler {
             )));
         }
         if let Some(&t) = timesteps.iter().find(|&&t| t >= self.alphas_cumprod.len()) {
-            return Err(Error::InvalidInput(format!("add_noise: timestep {t} out of range")));
+            return Err(Error::InvalidInput(format!(
+                "add_noise: timestep {t} out of range"
+            )));
         }
         let device = x0.device();
         let coeff = |f: fn(f32) -> f32| {
-            let v: Vec<f32> = timesteps.iter().map(|&t| f(self.alphas_cumprod[t])).collect();
+            let v: Vec<f32> = timesteps
+                .iter()
+                .map(|&t| f(self.alphas_cumprod[t]))
+                .collect();
             Tensor::<4>::from_data(TensorData::new(v, [b, 1, 1, 1]), &device)
         };
         Ok(x0 * coeff(|a| a.sqrt()) + noise * coeff(|a| (1.0 - a).sqrt()))

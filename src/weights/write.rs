@@ -24,7 +24,10 @@ pub fn write_f32_safetensors(
 ) -> Result<Vec<u8>> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
-        header.insert("__metadata__".into(), serde_json::to_value(metadata).unwrap_or_default());
+        header.insert(
+            "__metadata__".into(),
+            serde_json::to_value(metadata).unwrap_or_default(),
+        );
     }
     let mut offset = 0usize;
     for t in tensors {
@@ -88,11 +91,15 @@ mod tests {
         let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
         let bytes = write_f32_safetensors(&tensors, &meta).unwrap();
         let header = Header::parse(&bytes, Some(bytes.len() as u64)).unwrap();
-        assert_eq!(header.metadata().get("format").map(String::as_str), Some("pt"));
+        assert_eq!(
+            header.metadata().get("format").map(String::as_str),
+            Some("pt")
+        );
         for t in &tensors {
             let info = header.tensor(&t.name).unwrap();
             assert_eq!(info.shape, t.shape);
-            let data = tensor_to_f32(info, tensor_bytes(&header, info, 0, &bytes).unwrap()).unwrap();
+            let data =
+                tensor_to_f32(info, tensor_bytes(&header, info, 0, &bytes).unwrap()).unwrap();
             assert_eq!(data, t.data);
         }
     }
