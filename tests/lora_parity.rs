@@ -215,6 +215,10 @@ fn saved_lora_loads_back_exactly_in_the_diffusers_layout() {
     let read = pollster::block_on(LoraSet::read_from(&mut unet)).unwrap();
     assert_eq!(read, trained, "device round trip is exact");
     let bytes = write_lora(&read).unwrap();
+    // Left for a manual check with diffusers: `StableDiffusionPipeline.lora_state_dict(path)`.
+    let out =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pytorch_lora_weights.safetensors");
+    std::fs::write(&out, &bytes).unwrap();
     assert_eq!(
         parse_lora("saved", &bytes).unwrap(),
         trained,
