@@ -4,7 +4,10 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+pub mod clock;
 pub mod device;
+pub mod drag;
+pub mod edit;
 pub mod error;
 pub mod lora;
 pub mod models;

@@ -19,6 +19,29 @@ pub enum Progress {
     Lora { step: usize, of: usize, loss: f32 },
     /// DDIM inversion step finished.
     Invert { step: usize, of: usize },
+    /// Reference trajectory step finished (the unedited denoising the drag compares against).
+    Reference { step: usize, of: usize },
+    /// One motion-supervision step finished at drag timestep `timestep` (1-based of `of`).
+    /// `handles` are the handles it pulled, in image `[x, y]` pixels.
+    Drag {
+        timestep: usize,
+        of: usize,
+        step: usize,
+        loss: f32,
+        drag_loss: f32,
+        handles: Vec<[f64; 2]>,
+    },
+    /// Handles re-located by point tracking (image `[x, y]` pixels).
+    Tracked { handles: Vec<[f64; 2]> },
+    /// A drag timestep ended: a cheap preview of the predicted clean image (latent resolution).
+    Preview {
+        timestep: usize,
+        width: usize,
+        height: usize,
+        rgb: Vec<u8>,
+    },
+    /// The drag phase stopped before its last timestep: `reached` or `early-stop`.
+    DragStopped { reason: String },
     /// Denoising step finished.
     Denoise { step: usize, of: usize },
     /// VAE decode finished.

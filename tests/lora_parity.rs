@@ -307,8 +307,9 @@ fn train_lora_runs_end_to_end_reports_progress_and_cancels() {
         ..LoraConfig::default()
     };
     let mut events = Vec::new();
-    let (mut unet, losses) = pollster::block_on(train_lora(
-        frozen_unet(&device),
+    let mut unet = frozen_unet(&device);
+    let losses = pollster::block_on(train_lora(
+        &mut unet,
         &vae,
         &scheduler(),
         image.clone(),
@@ -353,6 +354,10 @@ fn train_lora_runs_end_to_end_reports_progress_and_cancels() {
         &cancel,
     ));
     assert!(matches!(r, Err(gooddrag::Error::Cancelled)));
+    assert!(
+        lora_params_mut(&mut cancelled).is_empty(),
+        "a cancelled run leaves no LoRA"
+    );
 }
 
 #[test]

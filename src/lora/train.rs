@@ -151,14 +151,15 @@ impl LoraTrainer {
     }
 }
 
-/// Fine-tunes a fresh LoRA on `image` and returns the UNet with it attached (frozen again)
-/// and the loss of every step.
+/// Fine-tunes a fresh LoRA on `image`, leaves it attached to `unet` (frozen again) and returns
+/// the loss of every step. On an error or cancellation the UNet keeps its base weights and
+/// has no LoRA.
 ///
 /// unet: base weights on an autodiff device; image: `[1, 3, H, W]` in [−1, 1];
 /// encoder_hidden_states: the prompt embedding `[1, 77, d]`.
 #[allow(clippy::too_many_arguments)]
 pub async fn train_lora(
-    unet: UNet2DConditionModel,
+    unet: &mut UNet2DConditionModel,
     vae: &AutoencoderKL,
     scheduler: &DdimScheduler,
     image: Tensor<4>,
@@ -166,7 +167,36 @@ pub async fn train_lora(
     config: &LoraConfig,
     progress: &mut dyn FnMut(Progress),
     cancel: &Cancel,
-) -> Result<(UNet2DConditionModel, Vec<f32>)> {
+) -> Result<Vec<f32>> {
+    let result = train(
+        unet,
+        vae,
+        scheduler,
+        image,
+        encoder_hidden_states,
+        config,
+        progress,
+        cancel,
+    )
+    .await;
+    *unet = unet.clone().no_grad();
+    if result.is_err() {
+        super::detach(unet);
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn train(
+    unet: &mut UNet2DConditionModel,
+    vae: &AutoencoderKL,
+    scheduler: &DdimScheduler,
+    image: Tensor<4>,
+    encoder_hidden_states: &Tensor<3>,
+    config: &LoraConfig,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &Cancel,
+) -> Result<Vec<f32>> {
     if config.batch_size == 0 || config.resolution < 8 {
         return Err(Error::InvalidInput(format!(
             "LoRA batch size {} and resolution {}: use at least 1 and 8",
@@ -191,9 +221,9 @@ pub async fn train_lora(
         .collect();
 
     // 2. Fresh LoRA, the only trainable weights.
-    let mut unet = unet.no_grad();
-    let set = LoraSet::init_for(&mut unet, config.rank, &mut rng)?;
-    set.attach(&mut unet, true, "the new LoRA", &device)?;
+    *unet = unet.clone().no_grad();
+    let set = LoraSet::init_for(unet, config.rank, &mut rng)?;
+    set.attach(unet, true, "the new LoRA", &device)?;
 
     // 3–4. Steps.
     let mut trainer = LoraTrainer::new(config);
@@ -218,8 +248,8 @@ pub async fn train_lora(
             })
             .collect();
         let (loss, grads) =
-            LoraTrainer::gradients(&mut unet, scheduler, &samples, encoder_hidden_states)?;
-        trainer.step(&mut unet, grads);
+            LoraTrainer::gradients(unet, scheduler, &samples, encoder_hidden_states)?;
+        trainer.step(unet, grads);
         let loss = read_f32(loss).await?[0];
         if !loss.is_finite() {
             return Err(Error::Readback(format!(
@@ -233,7 +263,7 @@ pub async fn train_lora(
             loss,
         });
     }
-    Ok((unet.no_grad(), losses))
+    Ok(losses)
 }
 
 /// Resizes `image` (`[1, 3, H, W]`) bilinearly so that its short side is `size` and takes

@@ -1,0 +1,397 @@
+//! One whole GoodDrag edit (spec §1.0, Appendix A), the same for the browser and the CLI:
+//!
+//! 1. validate the image, mask and points; embed the prompt with CLIP;
+//! 2. fine-tune a LoRA on the image (or apply a given one, or none);
+//! 3. VAE-encode (posterior mean) and DDIM-invert to the edit strength;
+//! 4. run the [`DragSession`] (reference trajectory, AlDD, Latent-MasaCtrl);
+//! 5. VAE-decode, resize back to the input size, report the final handles.
+//!
+//! Every phase is timed and reports progress; cancellation is checked between steps.
+
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Device, Tensor};
+
+use crate::clock::now_ms;
+use crate::drag::{DragConfig, DragRecord, DragSession, Frame, LatentMask, PointPairs};
+use crate::error::{Error, Result};
+use crate::lora::{self, LoraSet, train_lora};
+use crate::models::clip::ClipTextModel;
+use crate::models::tokenizer::ClipTokenizer;
+use crate::models::unet_2d_condition::UNet2DConditionModel;
+use crate::models::vae::AutoencoderKL;
+use crate::pipeline::{decode, encode, image_to_tensor, invert, tensor_to_rgb8};
+use crate::progress::{Cancel, Progress};
+use crate::schedulers::{DdimScheduler, DdimSchedulerConfig};
+
+/// The loaded networks of one diffusers model, on one (autodiff) device.
+pub struct Models {
+    /// The UNet; its base weights never require gradients.
+    pub unet: UNet2DConditionModel,
+    /// The VAE.
+    pub vae: AutoencoderKL,
+    /// CLIP text encoder.
+    pub text_encoder: ClipTextModel,
+    /// CLIP tokenizer.
+    pub tokenizer: ClipTokenizer,
+    /// `scheduler/scheduler_config.json` (defaults when absent).
+    pub scheduler: DdimSchedulerConfig,
+    /// The device everything lives on (autodiff, so the drag can differentiate).
+    pub device: Device,
+}
+
+/// An RGB8 image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgbImage {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Row-major RGB bytes, `3·width·height`.
+    pub rgb: Vec<u8>,
+}
+
+/// Which LoRA the edit uses.
+#[derive(Debug, Clone, Default)]
+pub enum LoraChoice {
+    /// Fine-tune one on the image (`config.lora`), unless `config.use_lora` is false.
+    #[default]
+    Train,
+    /// Use this one (e.g. from an earlier edit of the same image, or a file).
+    Use(LoraSet),
+    /// The base model.
+    None,
+}
+
+/// One edit request.
+#[derive(Debug, Clone)]
+pub struct EditInput {
+    /// The photo.
+    pub image: RgbImage,
+    /// Editable region, one byte per pixel (> 0 = may change); `None` = no mask.
+    pub mask: Option<Vec<u8>>,
+    /// `[x, y]` image points: handle, target, handle, target, …
+    pub points: Vec<[f64; 2]>,
+    /// Hyperparameters.
+    pub config: DragConfig,
+    /// LoRA to use.
+    pub lora: LoraChoice,
+}
+
+/// Wall time of one phase.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PhaseTiming {
+    /// `text`, `lora`, `encode`, `invert`, `drag`, `decode`.
+    pub phase: String,
+    /// Milliseconds.
+    pub millis: f64,
+}
+
+/// What an edit returns.
+pub struct EditOutput {
+    /// The edited image, the input's size.
+    pub image: RgbImage,
+    /// Final handle positions, image `[x, y]`.
+    pub final_handles: Vec<[f64; 2]>,
+    /// `new_points.json` layout: final handle, original target, … (spec §1.17).
+    pub new_points: Vec<[f64; 2]>,
+    /// Per-phase wall times.
+    pub timings: Vec<PhaseTiming>,
+    /// Losses, tracked handles, drag timesteps, stop reason, latent after the drag.
+    pub record: DragRecord,
+    /// VAE latent of the input.
+    pub z0: Tensor<4>,
+    /// Inverted latent.
+    pub z_t: Tensor<4>,
+    /// Latent before decoding.
+    pub z_final: Tensor<4>,
+    /// The LoRA used (trained here or given).
+    pub lora: Option<LoraSet>,
+    /// Loss of every LoRA step (empty when none was trained).
+    pub lora_losses: Vec<f32>,
+    /// The image frame (sizes at image and feature resolution).
+    pub frame: Frame,
+}
+
+impl Models {
+    /// Prompt → CLIP last hidden state `[1, 77, d]`.
+    pub fn embed_prompt(&self, prompt: &str) -> Result<Tensor<3>> {
+        let ids = self
+            .tokenizer
+            .encode_padded(prompt, self.tokenizer.model_max_length());
+        self.text_encoder.forward(&[ids])
+    }
+}
+
+/// Bilinear resize of `[1, c, h, w]` to `height × width` (align_corners = False).
+pub fn resize_bilinear(image: Tensor<4>, height: usize, width: usize) -> Tensor<4> {
+    let [_, _, h, w] = image.dims();
+    if (h, w) == (height, width) {
+        return image;
+    }
+    interpolate(
+        image,
+        InterpolateOptions::new(InterpolateMode::Bilinear)
+            .with_align_corners(false)
+            .with_output_size([height, width]),
+    )
+}
+
+/// Runs one edit (see the module docs).
+pub async fn run_edit(
+    models: &mut Models,
+    input: EditInput,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &Cancel,
+) -> Result<EditOutput> {
+    let EditInput {
+        image,
+        mask,
+        points,
+        config,
+        lora: lora_choice,
+    } = input;
+    config.validate()?;
+    let device = models.device.clone();
+    let mut timings = Vec::new();
+    let mut phase = |name: &str, started: f64| {
+        timings.push(PhaseTiming {
+            phase: name.into(),
+            millis: now_ms() - started,
+        })
+    };
+
+    // 1. Inputs.
+    let started = now_ms();
+    let frame = Frame::new(image.width, image.height, config.feature_scale)?;
+    let pairs = PointPairs::from_image_points(&points, &frame)?;
+    let pixels = image_to_tensor(&image.rgb, image.width, image.height, &device)?;
+    let latent_hw = (image.width / 8, image.height / 8);
+    let mask = LatentMask::new(
+        mask.as_deref(),
+        image.width,
+        image.height,
+        (frame.feat_width, frame.feat_height),
+        latent_hw,
+        &device,
+    )?;
+    let ehs = models.embed_prompt(&config.prompt)?.detach();
+    phase("text", started);
+
+    // 2. LoRA.
+    let started = now_ms();
+    let mut lora_losses = Vec::new();
+    let lora_used = match lora_choice {
+        LoraChoice::Train if config.use_lora => {
+            let scheduler = DdimScheduler::new(models.scheduler.clone(), config.n_inference_steps)?;
+            lora_losses = train_lora(
+                &mut models.unet,
+                &models.vae,
+                &scheduler,
+                pixels.clone(),
+                &ehs,
+                &config.lora,
+                progress,
+                cancel,
+            )
+            .await?;
+            Some(LoraSet::read_from(&mut models.unet).await?)
+        }
+        LoraChoice::Use(set) => {
+            set.attach(&mut models.unet, false, "the given LoRA", &device)?;
+            Some(set)
+        }
+        LoraChoice::Train | LoraChoice::None => {
+            lora::detach(&mut models.unet);
+            None
+        }
+    };
+    phase("lora", started);
+
+    // 3. Encode and invert.
+    cancel.check()?;
+    let started = now_ms();
+    let z0 = encode(&models.vae, pixels).detach();
+    phase("encode", started);
+    let started = now_ms();
+    let scheduler = DdimScheduler::new(models.scheduler.clone(), config.n_inference_steps)?;
+    let timesteps = scheduler
+        .strength_timesteps(config.inversion_strength)?
+        .to_vec();
+    let z_t = invert(
+        &models.unet,
+        &scheduler,
+        z0.clone(),
+        &timesteps,
+        &ehs,
+        progress,
+        cancel,
+    )
+    .await?;
+    phase("invert", started);
+
+    // 4. Drag.
+    let started = now_ms();
+    let mut session = DragSession::new(
+        config,
+        scheduler,
+        frame,
+        pairs.clone(),
+        mask,
+        z_t.clone(),
+        timesteps,
+        ehs,
+    )?;
+    session.run(&mut models.unet, progress, cancel).await?;
+    phase("drag", started);
+
+    // 5. Decode.
+    let started = now_ms();
+    let z_final = session.latent().clone();
+    let decoded = resize_bilinear(
+        decode(&models.vae, z_final.clone()),
+        image.height,
+        image.width,
+    );
+    let (rgb, width, height) = tensor_to_rgb8(decoded).await?;
+    progress(Progress::Decode);
+    phase("decode", started);
+
+    let final_handles = session.handles_image();
+    let new_points = final_handles
+        .iter()
+        .zip(points.chunks_exact(2))
+        .flat_map(|(h, pair)| [*h, pair[1]])
+        .collect();
+    if width != image.width || height != image.height {
+        return Err(Error::Readback(format!(
+            "decoded image is {width}×{height}, expected {}×{}",
+            image.width, image.height
+        )));
+    }
+    Ok(EditOutput {
+        image: RgbImage { width, height, rgb },
+        final_handles,
+        new_points,
+        timings,
+        record: session.record().clone(),
+        z0,
+        z_t,
+        z_final,
+        lora: lora_used,
+        lora_losses,
+        frame,
+    })
+}
+
+/// Loading a diffusers-layout model folder from disk (native).
+#[cfg(not(target_arch = "wasm32"))]
+mod load_dir {
+    use std::path::{Path, PathBuf};
+
+    use burn::module::Module;
+    use burn::tensor::Device;
+
+    use super::Models;
+    use crate::error::{Error, Result};
+    use crate::models::attention::attention_budget;
+    use crate::models::clip::ClipTextConfig;
+    use crate::models::tokenizer::ClipTokenizer;
+    use crate::models::unet_2d_condition::UNet2DConditionConfig;
+    use crate::models::vae::AutoencoderKLConfig;
+    use crate::schedulers::DdimSchedulerConfig;
+    use crate::weights::load::{Component, load_safetensors_file};
+
+    fn read(path: &Path) -> Result<String> {
+        std::fs::read_to_string(path).map_err(|e| {
+            Error::InvalidInput(format!(
+                "cannot read `{}` ({e}); --model must be a diffusers Stable Diffusion folder \
+                 (unet/, vae/, text_encoder/, tokenizer/, scheduler/)",
+                path.display()
+            ))
+        })
+    }
+
+    /// The weights file of a component: the fp16 variant when present, else the fp32 one.
+    pub fn weights_file(dir: &Path, base: &str) -> Result<PathBuf> {
+        let fp16 = dir.join(format!("{base}.fp16.safetensors"));
+        if fp16.is_file() {
+            return Ok(fp16);
+        }
+        let full = dir.join(format!("{base}.safetensors"));
+        if full.is_file() {
+            return Ok(full);
+        }
+        Err(Error::InvalidInput(format!(
+            "`{}` has neither {base}.fp16.safetensors nor {base}.safetensors",
+            dir.display()
+        )))
+    }
+
+    impl Models {
+        /// Loads `dir` (diffusers layout), preferring fp16 weight files, onto `device`'s
+        /// autodiff twin. `max_binding` is the device's largest storage binding (attention
+        /// chunk budget). `vae_dir` overrides `dir/vae` (GoodDrag uses sd-vae-ft-mse).
+        pub fn load_dir(
+            dir: &Path,
+            vae_dir: Option<&Path>,
+            device: &Device,
+            max_binding: u64,
+        ) -> Result<Self> {
+            let device = device.clone().autodiff();
+            let budget = attention_budget(max_binding);
+            let unet_dir = dir.join("unet");
+            let unet = UNet2DConditionConfig::from_json(&read(&unet_dir.join("config.json"))?)?
+                .init(budget, &device)?;
+            let unet = load_safetensors_file(
+                unet,
+                Component::Unet,
+                &weights_file(&unet_dir, "diffusion_pytorch_model")?,
+            )?
+            .no_grad();
+            let vae_dir = vae_dir.map_or_else(|| dir.join("vae"), Path::to_path_buf);
+            let vae = AutoencoderKLConfig::from_json(&read(&vae_dir.join("config.json"))?)?
+                .init(budget, &device)?;
+            let vae = load_safetensors_file(
+                vae,
+                Component::Vae,
+                &weights_file(&vae_dir, "diffusion_pytorch_model")?,
+            )?
+            .no_grad();
+            let te_dir = dir.join("text_encoder");
+            let te = ClipTextConfig::from_json(&read(&te_dir.join("config.json"))?)?
+                .init(budget, &device)?;
+            let text_encoder = load_safetensors_file(
+                te,
+                Component::TextEncoder,
+                &weights_file(&te_dir, "model")?,
+            )?
+            .no_grad();
+            let tok_dir = dir.join("tokenizer");
+            let optional = |name: &str| std::fs::read_to_string(tok_dir.join(name)).ok();
+            let tokenizer = ClipTokenizer::from_files_content_with_config(
+                &read(&tok_dir.join("vocab.json"))?,
+                &read(&tok_dir.join("merges.txt"))?,
+                optional("tokenizer_config.json").as_deref(),
+                optional("special_tokens_map.json").as_deref(),
+            )?;
+            let sched_path = dir.join("scheduler").join("scheduler_config.json");
+            let scheduler = if sched_path.is_file() {
+                DdimSchedulerConfig::from_json(&read(&sched_path)?)?
+            } else {
+                DdimSchedulerConfig::default()
+            };
+            Ok(Self {
+                unet,
+                vae,
+                text_encoder,
+                tokenizer,
+                scheduler,
+                device,
+            })
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use load_dir::weights_file;
