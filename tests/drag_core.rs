@@ -114,3 +114,468 @@ fn aldd_visits_timesteps_741_to_621_with_the_stated_counts() {
     assert_eq!(count(|e| matches!(e, Progress::Drag { .. })), 210);
     assert!(r.losses.iter().all(|l| l.is_finite()));
 }
+
+#[test]
+fn reaching_every_target_stops_the_drag_before_any_supervision() {
+    let device = device::cpu().0;
+    let mut m = models(&device);
+    // Handle 1 px from its target (feature resolution): reached at the first check.
+    let (out, events) = edit(
+        &mut m,
+        no_lora(DragConfig::default()),
+        photo(64, 64),
+        None,
+        vec![[20.0, 30.0], [22.0, 30.0]],
+    );
+    assert_eq!(out.record.stop, Some(StopReason::Reached));
+    assert_eq!(out.record.drag_timesteps, vec![0]);
+    assert!(out.record.losses.is_empty());
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Progress::DragStopped { reason } if reason == "reached"))
+    );
+    // Still denoised through all 38 steps.
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Progress::Denoise { .. }))
+            .count(),
+        38
+    );
+}
+
+#[test]
+fn idle_trackings_trigger_the_early_stop() {
+    let device = device::cpu().0;
+    let mut m = models(&device);
+    // A learning rate too small to change anything: every tracking finds the same handles.
+    let config = DragConfig {
+        latent_lr: 1e-12,
+        max_track_no_change: 2,
+        reach_distance: 0.0,
+        ..no_lora(DragConfig::default())
+    };
+    let (out, _) = edit(
+        &mut m,
+        config,
+        photo(64, 64),
+        None,
+        vec![[20.0, 30.0], [50.0, 30.0]],
+    );
+    assert_eq!(out.record.stop, Some(StopReason::EarlyStop));
+    // Two operations of J = 3 steps, two idle trackings, then the stop at the next forward.
+    assert_eq!(out.record.losses.len(), 6);
+    assert_eq!(out.record.drag_timesteps, vec![0]);
+}
+
+#[test]
+fn empty_mask_means_no_mask_term_and_a_painted_mask_adds_one() {
+    let device = device::cpu().0;
+    let mut m = models(&device);
+    let config = DragConfig {
+        drag_end_step: 2,
+        reach_distance: 0.0,
+        ..no_lora(DragConfig::default())
+    };
+    let points = vec![[20.0, 30.0], [50.0, 30.0]];
+    let (none, _) = edit(&mut m, config.clone(), photo(64, 64), None, points.clone());
+    let (empty, _) = edit(
+        &mut m,
+        config.clone(),
+        photo(64, 64),
+        Some(vec![0u8; 64 * 64]),
+        points.clone(),
+    );
+    assert_eq!(none.image, empty.image, "an all-zero mask is no mask");
+    assert_eq!(
+        none.record.losses, none.record.drag_losses,
+        "no mask term without a mask"
+    );
+    let (masked, _) = edit(
+        &mut m,
+        config,
+        photo(64, 64),
+        Some(full_mask(64, 64)),
+        points,
+    );
+    let extra: Vec<f32> = masked
+        .record
+        .losses
+        .iter()
+        .zip(&masked.record.drag_losses)
+        .map(|(l, d)| l - d)
+        .collect();
+    assert_eq!(
+        extra[0], 0.0,
+        "the latent is still the reference's at the first step"
+    );
+    assert!(
+        extra.iter().any(|&e| e > 0.0),
+        "the mask term grows once the latent moves: {extra:?}"
+    );
+}
+
+#[test]
+fn every_preset_runs_end_to_end() {
+    let device = device::cpu().0;
+    let mut m = models(&device);
+    for name in PRESETS {
+        let config = no_lora(DragConfig::preset(name).unwrap());
+        let (out, _) = edit(
+            &mut m,
+            config,
+            photo(64, 48),
+            Some(full_mask(64, 48)),
+            vec![[20.0, 24.0], [44.0, 24.0]],
+        );
+        assert_eq!((out.image.width, out.image.height), (64, 48), "{name}");
+        assert!(out.record.stop.is_some(), "{name}");
+        eprintln!(
+            "{name}: {} supervision steps, stop {:?}, handles {:?}",
+            out.record.losses.len(),
+            out.record.stop,
+            out.final_handles
+        );
+    }
+}
+
+#[test]
+fn edit_moves_handles_toward_targets_and_is_deterministic() {
+    let device = device::cpu().0;
+    let mut m = models(&device);
+    let config = DragConfig {
+        lora: gooddrag::lora::LoraConfig {
+            rank: 4,
+            steps: 4,
+            resolution: 64,
+            ..Default::default()
+        },
+        ..DragConfig::default()
+    };
+    let points = vec![[18.0, 32.0], [46.0, 32.0]];
+    let run = |m: &mut Models| {
+        let mut events = Vec::new();
+        let out = pollster::block_on(run_edit(
+            m,
+            EditInput {
+                image: photo(64, 64),
+                mask: Some(full_mask(64, 64)),
+                points: points.clone(),
+                config: config.clone(),
+                lora: LoraChoice::Train,
+            },
+            &mut |p| events.push(p),
+            &Cancel::new(),
+        ))
+        .unwrap();
+        (out, events)
+    };
+    let (a, events) = run(&mut m);
+    let (b, _) = run(&mut m);
+    assert_eq!(a.image, b.image, "same seed, same device: same pixels");
+    assert_eq!(a.final_handles, b.final_handles);
+    assert_eq!(a.lora_losses.len(), 4);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Progress::Lora { step: 4, of: 4, .. }))
+    );
+    let dist = |h: [f64; 2]| ((h[0] - 46.0).powi(2) + (h[1] - 32.0).powi(2)).sqrt();
+    eprintln!(
+        "handle {:?} → {:?}, stop {:?}",
+        points[0], a.final_handles[0], a.record.stop
+    );
+    assert!(
+        dist(a.final_handles[0]) < dist(points[0]) * 0.5,
+        "handle ended at {:?}",
+        a.final_handles[0]
+    );
+    // The edit changed the image inside the mask.
+    assert_ne!(a.image.rgb, photo(64, 64).rgb);
+}
+
+#[test]
+fn odd_sized_image_runs_and_comes_back_the_same_size() {
+    let device = device::cpu().0;
+    let mut m = models(&device);
+    let config = DragConfig {
+        drag_end_step: 2,
+        ..no_lora(DragConfig::default())
+    };
+    let (out, _) = edit(
+        &mut m,
+        config,
+        photo(300, 212),
+        Some(full_mask(300, 212)),
+        vec![[100.0, 100.0], [160.0, 110.0]],
+    );
+    assert_eq!((out.image.width, out.image.height), (300, 212));
+    assert_eq!(out.image.rgb.len(), 300 * 212 * 3);
+    assert_eq!(out.z0.dims(), [1, 4, 26, 37]);
+    // Points on the border are accepted (windows are clamped, not crashed into).
+    let config = DragConfig {
+        drag_end_step: 1,
+        ..no_lora(DragConfig::default())
+    };
+    let (out, _) = edit(
+        &mut m,
+        config,
+        photo(300, 212),
+        None,
+        vec![[0.0, 0.0], [299.0, 211.0]],
+    );
+    assert_eq!(out.new_points[1], [299.0, 211.0]);
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let device = device::cpu().0;
+    let mut m = models(&device);
+    let run = |m: &mut Models, image: RgbImage, mask: Option<Vec<u8>>, points: Vec<[f64; 2]>| {
+        pollster::block_on(run_edit(
+            m,
+            EditInput {
+                image,
+                mask,
+                points,
+                config: no_lora(DragConfig::default()),
+                lora: LoraChoice::None,
+            },
+            &mut |_| {},
+            &Cancel::new(),
+        ))
+        .err()
+        .expect("must fail")
+        .to_string()
+    };
+    assert!(run(&mut m, photo(64, 64), None, vec![[1.0, 1.0]]).contains("pairs"));
+    assert!(run(&mut m, photo(64, 64), None, vec![[1.0, 1.0], [70.0, 1.0]]).contains("outside"));
+    assert!(
+        run(
+            &mut m,
+            photo(64, 64),
+            Some(vec![1; 10]),
+            vec![[1.0, 1.0], [9.0, 1.0]]
+        )
+        .contains("mask")
+    );
+    let mut broken = photo(64, 64);
+    broken.rgb.truncate(100);
+    assert!(run(&mut m, broken, None, vec![[1.0, 1.0], [9.0, 1.0]]).contains("bytes"));
+}
+
+#[test]
+fn motion_supervision_gradient_matches_finite_differences() {
+    let device = device::cpu().0.autodiff();
+    let (c, h, w) = (3, 6, 6);
+    let geometry = FeatureGeometry {
+        map_height: h,
+        map_width: w,
+        feat_height: 12,
+        feat_width: 12,
+    };
+    let values = deterministic_values(c * h * w, 0.7, 1.0);
+    let refs: Vec<Tensor<3>> = vec![Tensor::from_data(
+        TensorData::new(vec![5.0f32; c * 9], [c, 3, 3]),
+        &device,
+    )];
+    let z_ref = Tensor::<4>::from_data(TensorData::new(vec![0.0f32; 8], [1, 2, 2, 2]), &device);
+    let keep = Tensor::<4>::from_data(
+        TensorData::new(vec![1.0f32, 0.0, 1.0, 1.0], [1, 1, 2, 2]),
+        &device,
+    );
+    let z_vals = vec![0.5f32, -0.7, 0.2, 0.9, -0.3, 0.4, -0.8, 0.6];
+    let settings = MotionSettings {
+        r1: 1,
+        beta: 4.0,
+        reach_distance: 2.0,
+        lambda: 0.2,
+        patch_weight: PatchWeight::TwoR,
+    };
+    let loss_of = |feat: Vec<f32>, z: Vec<f32>, grad: bool| {
+        let f = Tensor::<4>::from_data(TensorData::new(feat, [1, c, h, w]), &device);
+        let f = if grad { f.require_grad() } else { f };
+        let zt = Tensor::<4>::from_data(TensorData::new(z, [1, 2, 2, 2]), &device);
+        let zt = if grad { zt.require_grad() } else { zt };
+        let loss = motion_supervision_loss(
+            &MotionInputs {
+                features: &f,
+                geometry,
+                z_prev: zt.clone(),
+                reference_prev: &z_ref,
+                keep: Some(&keep),
+                reference_patches: Some(&refs),
+                handles: &[[4.0, 5.0]],
+                targets: &[[7.3, 9.1]],
+            },
+            &settings,
+        );
+        (loss.total, f, zt)
+    };
+    let (loss, f, zt) = loss_of(values.clone(), z_vals.clone(), true);
+    let grads = loss.backward();
+    let gf: Vec<f32> = pollster::block_on(read_f32(f.grad(&grads).unwrap())).unwrap();
+    let gz: Vec<f32> = pollster::block_on(read_f32(zt.grad(&grads).unwrap())).unwrap();
+    let value = |feat: Vec<f32>, z: Vec<f32>| {
+        pollster::block_on(read_f32(loss_of(feat, z, false).0)).unwrap()[0] as f64
+    };
+    // The reference patch (5.0) is far from every feature (|v| ≤ 1), so |f₀ − f₁| has no kink
+    // near these points and central differences are exact up to rounding.
+    let eps = 1e-2f32;
+    let mut checked = 0;
+    for i in 0..values.len() {
+        let (mut up, mut down) = (values.clone(), values.clone());
+        up[i] += eps;
+        down[i] -= eps;
+        let fd = (value(up, z_vals.clone()) - value(down, z_vals.clone())) / (2.0 * eps as f64);
+        assert!(
+            (fd - gf[i] as f64).abs() <= 1e-3 * (1.0 + fd.abs()),
+            "feature {i}: fd {fd} vs {}",
+            gf[i]
+        );
+        checked += usize::from(gf[i] != 0.0);
+    }
+    assert!(checked > 0, "the patch must depend on some features");
+    for i in 0..z_vals.len() {
+        let (mut up, mut down) = (z_vals.clone(), z_vals.clone());
+        up[i] += eps;
+        down[i] -= eps;
+        let fd = (value(values.clone(), up) - value(values.clone(), down)) / (2.0 * eps as f64);
+        assert!(
+            (fd - gz[i] as f64).abs() <= 1e-3,
+            "latent {i}: fd {fd} vs {}",
+            gz[i]
+        );
+    }
+    // Masked-out latent elements (keep = 0) get no gradient; the others λ·sign.
+    assert_eq!(gz[1], 0.0);
+    assert!((gz[0] - 0.2).abs() < 1e-6 && (gz[2] - 0.2).abs() < 1e-6);
+}
+
+#[test]
+fn tracking_finds_the_reference_feature_first_minimum_and_crops_at_borders() {
+    use gooddrag::drag::tracking::track;
+    let device = device::cpu().0;
+    let (h, w) = (10, 12);
+    let geometry = FeatureGeometry {
+        map_height: h,
+        map_width: w,
+        feat_height: h,
+        feat_width: w,
+    };
+    // Channel 0 = row·w + col (unique), channel 1 = 0: the reference vector [v, 0] is matched
+    // exactly at the pixel whose index is v.
+    let mut data = vec![0f32; 2 * h * w];
+    for i in 0..h * w {
+        data[i] = i as f32;
+    }
+    let feat = Tensor::<4>::from_data(TensorData::new(data, [1, 2, h, w]), &device);
+    let vector = |v: f32| Tensor::<1>::from_data(TensorData::new(vec![v, 0.0], [2]), &device);
+    let found = |target: f32, handle: [f64; 2], r2: usize| {
+        pollster::block_on(track(&feat, geometry, &[vector(target)], &[handle], r2)).unwrap()[0]
+    };
+    assert_eq!(found((4 * w + 7) as f32, [5.0, 5.0], 3), [4.0, 7.0]);
+    // Outside the window: the nearest value inside it (L1 on channel 0) — the window's corner.
+    assert_eq!(found(0.0, [5.0, 5.0], 2), [3.0, 3.0]);
+    // Handle at the top-left corner: the window is cropped to [0, 3) × [0, 3), no crash.
+    assert_eq!(found((w + 2) as f32, [0.0, 0.0], 2), [1.0, 2.0]);
+    // Bottom-right corner.
+    assert_eq!(found((h * w - 1) as f32, [9.0, 11.0], 12), [9.0, 11.0]);
+    // Ties: value 4.5 sits between pixels 4 and 5 (both at distance 0.5): the first wins.
+    assert_eq!(found(4.5, [0.0, 4.0], 2), [0.0, 4.0]);
+}
+
+#[test]
+fn cancelled_drag_resumes_to_the_same_result() {
+    use gooddrag::drag::{DragSession, Frame, LatentMask, PointPairs};
+    use gooddrag::pipeline::{encode, image_to_tensor, invert};
+    use gooddrag::schedulers::DdimScheduler;
+    let device = device::cpu().0;
+    let mut m = models(&device);
+    let config = DragConfig {
+        drag_end_step: 2,
+        ..no_lora(DragConfig::default())
+    };
+    let img = photo(64, 64);
+    let frame = Frame::new(64, 64, 0.5).unwrap();
+    let pairs = PointPairs::from_image_points(&[[20.0, 30.0], [50.0, 30.0]], &frame).unwrap();
+    let ehs = m.embed_prompt("").unwrap();
+    let sched = DdimScheduler::new(m.scheduler.clone(), 50).unwrap();
+    let ts = sched.strength_timesteps(0.75).unwrap().to_vec();
+    let z0 = encode(
+        &m.vae,
+        image_to_tensor(&img.rgb, 64, 64, &m.device).unwrap(),
+    );
+    let z_t = pollster::block_on(invert(
+        &m.unet,
+        &sched,
+        z0,
+        &ts,
+        &ehs,
+        &mut |_| {},
+        &Cancel::new(),
+    ))
+    .unwrap();
+    let session = || {
+        DragSession::new(
+            config.clone(),
+            sched.clone(),
+            frame,
+            pairs.clone(),
+            LatentMask::new(None, 64, 64, (32, 32), (8, 8), &m.device).unwrap(),
+            z_t.clone(),
+            ts.clone(),
+            ehs.clone(),
+        )
+        .unwrap()
+    };
+    let mut whole = session();
+    pollster::block_on(whole.run(&mut m.unet, &mut |_| {}, &Cancel::new())).unwrap();
+    let mut parted = session();
+    let cancel = Cancel::new();
+    let c2 = cancel.clone();
+    let r = pollster::block_on(parted.run(
+        &mut m.unet,
+        &mut |p| {
+            if matches!(p, Progress::Drag { step: 5, .. }) {
+                c2.cancel()
+            }
+        },
+        &cancel,
+    ));
+    assert!(matches!(r, Err(gooddrag::Error::Cancelled)));
+    assert!(!parted.is_done());
+    cancel.reset();
+    pollster::block_on(parted.run(&mut m.unet, &mut |_| {}, &cancel)).unwrap();
+    let a: Vec<f32> = pollster::block_on(read_f32(whole.latent().clone())).unwrap();
+    let b: Vec<f32> = pollster::block_on(read_f32(parted.latent().clone())).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(whole.record().losses, parted.record().losses);
+}
+
+#[test]
+fn edit_runs_on_wgpu() {
+    let (device, report) = device::wgpu().expect("wgpu device (lavapipe without a GPU)");
+    let mut m = Models::load_dir(
+        &fixture_dir(),
+        None,
+        &device,
+        report.max_storage_buffer_binding_size,
+    )
+    .unwrap();
+    let config = DragConfig {
+        drag_end_step: 2,
+        ..no_lora(DragConfig::default())
+    };
+    let (out, _) = edit(
+        &mut m,
+        config,
+        photo(64, 48),
+        Some(full_mask(64, 48)),
+        vec![[20.0, 24.0], [44.0, 24.0]],
+    );
+    assert_eq!((out.image.width, out.image.height), (64, 48));
+    assert!(!out.record.losses.is_empty() || out.record.stop == Some(StopReason::Reached));
+    assert!(out.record.losses.iter().all(|l| l.is_finite()));
+}

@@ -301,7 +301,7 @@ impl DragSession {
                     && self.no_change != self.config.max_track_no_change;
                 if self.dragged_here {
                     self.denoise_step(unet, progress).await?;
-                } else if drag_here {
+                } else if self.current.is_some() || drag_here {
                     self.drag_unit(unet, progress).await?;
                 } else {
                     if self.record.z_drag_end.is_none() {
@@ -408,34 +408,28 @@ impl DragSession {
             });
             self.record.drag_timesteps.push(i);
         }
-        // 1. Forward with gradient to the latent only.
+        // 1. Stop rules (spec §1.15). The reference checks them after the next forward; they
+        //    read only the handles, which change only at trackings, so checking before the
+        //    forward gives the same decision and saves a UNet pass. At the start of a
+        //    timestep the check follows the first tracking, which needs the forward.
+        let first = self.current.as_ref().is_some_and(|c| c.first);
+        if !first && self.stop_if_done(progress) {
+            return Ok(());
+        }
+        // 2. Forward with gradient to the latent only.
         let z = self.z.clone().detach().require_grad();
         let (eps, feat) = self.forward_features(unet, z.clone(), t)?;
         let z_prev = self.scheduler.step(eps, t, z.clone());
         let g = self.geometry_for(&feat);
-        // 2. Track at the start of the timestep, on this timestep's features.
-        if self.current.as_ref().is_some_and(|c| c.first) {
+        // 3. Track at the start of the timestep, on this timestep's features.
+        if first {
             self.track_now(&feat, g, progress).await?;
             if let Some(c) = self.current.as_mut() {
                 c.first = false;
             }
-        }
-        // 3. Stop rules, checked after the forward (spec §1.15).
-        let stop = if self.all_reached() {
-            Some(StopReason::Reached)
-        } else if self.no_change == self.config.max_track_no_change {
-            Some(StopReason::EarlyStop)
-        } else {
-            None
-        };
-        if let Some(reason) = stop {
-            self.do_drag = false;
-            self.record.stop = Some(reason);
-            progress(Progress::DragStopped {
-                reason: reason.as_str().into(),
-            });
-            self.finish_drag_timestep();
-            return Ok(());
+            if self.stop_if_done(progress) {
+                return Ok(());
+            }
         }
         // 4. Loss, backward, Adam.
         let reference = &self.references[i];
@@ -456,8 +450,14 @@ impl DragSession {
             &self.settings(),
         );
         let drag_value = loss.drag.as_ref().map(|d| d.clone().detach());
-        let grads = loss.total.clone().backward();
-        let grad = z.grad(&grads);
+        let grad = if loss.drag.is_none() && (self.keep.is_none() || self.config.lambda == 0.0) {
+            // Nothing to pull and no mask term: a zero gradient (PyTorch's Adam then leaves
+            // the latent unchanged but still counts the step).
+            Some(self.z.zeros_like())
+        } else {
+            let grads = loss.total.clone().backward();
+            z.grad(&grads)
+        };
         let current = self.current.as_mut().expect("drag timestep state");
         self.z = current
             .adam
@@ -511,6 +511,24 @@ impl DragSession {
             }
         }
         Ok(())
+    }
+
+    /// Applies the stop rules; `true` when the drag phase ended here.
+    fn stop_if_done(&mut self, progress: &mut dyn FnMut(Progress)) -> bool {
+        let reason = if self.all_reached() {
+            StopReason::Reached
+        } else if self.no_change == self.config.max_track_no_change {
+            StopReason::EarlyStop
+        } else {
+            return false;
+        };
+        self.do_drag = false;
+        self.record.stop = Some(reason);
+        progress(Progress::DragStopped {
+            reason: reason.as_str().into(),
+        });
+        self.finish_drag_timestep();
+        true
     }
 
     /// The drag at the current timestep is over; its denoising step comes next.
