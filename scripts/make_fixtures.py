@@ -761,6 +761,100 @@ def expected_lora(exp: Path) -> None:
     save_tensors(exp / "lora_loaded.safetensors", {f"noise_pred_{k}": v for k, v in res.items()})
 
 
+def expected_drag(exp: Path) -> None:
+    """One GoodDrag motion-supervision step and one point tracking, written as the official code
+    has them (`interpolate_feature_patch`, `cal_motion_supervision_loss`, `point_tracking`;
+    spec 1.10-1.14), on the tiny UNet at t = 741 with a 64x64 image (32x32 feature resolution)."""
+    import torch.nn.functional as F
+
+    unet = UNet2DConditionModel.from_pretrained(OUT / "unet", torch_dtype=torch.float32).eval()
+    unet.requires_grad_(False)
+    sched = DDIMScheduler.from_pretrained(OUT / "scheduler")
+    sched.set_timesteps(50)
+    ehs = empty_prompt_embedding()
+    z_t = _load(exp / "inversion.safetensors")["z_T"]
+    t, r1, r2, beta, lam = 741, 4, 12, 4.0, 0.2
+    sup = (32, 32)
+
+    feats = {}
+    handle = unet.up_blocks[2].register_forward_hook(lambda m, i, o: feats.__setitem__("f", o))
+
+    def unet_feat(z):
+        eps = unet(z, t, encoder_hidden_states=ehs).sample
+        return eps, F.interpolate(feats["f"], sup, mode="bilinear")
+
+    def interpolate_feature_patch(feat, y, x, r):
+        x0 = torch.floor(x).long()
+        x1 = x0 + 1
+        y0 = torch.floor(y).long()
+        y1 = y0 + 1
+        wa = (x1.float() - x) * (y1.float() - y)
+        wb = (x1.float() - x) * (y - y0.float())
+        wc = (x - x0.float()) * (y1.float() - y)
+        wd = (x - x0.float()) * (y - y0.float())
+        Ia = feat[:, :, y0 - r : y0 + r + 1, x0 - r : x0 + r + 1]
+        Ib = feat[:, :, y1 - r : y1 + r + 1, x0 - r : x0 + r + 1]
+        Ic = feat[:, :, y0 - r : y0 + r + 1, x1 - r : x1 + r + 1]
+        Id = feat[:, :, y1 - r : y1 + r + 1, x1 - r : x1 + r + 1]
+        return Ia * wa + Ib * wb + Ic * wc + Id * wd
+
+    with torch.no_grad():
+        eps0, f0_map = unet_feat(z_t)
+        z_prev0 = sched.step(eps0, t, z_t).prev_sample
+    g = torch.Generator().manual_seed(SEED_INPUTS + 7)
+    z = (z_t + 0.05 * torch.randn(z_t.shape, generator=g)).requires_grad_(True)
+    eps1, f1_map = unet_feat(z)
+    z_prev = sched.step(eps1, t, z).prev_sample
+    handle.remove()
+    p0 = torch.tensor([[12.0, 10.0], [18.0, 20.0]])
+    p = torch.tensor([[13.0, 12.0], [18.0, 19.0]])
+    q = torch.tensor([[15.0, 18.0], [20.0, 19.5]])
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[:, :, 2:6, 1:7] = 1.0
+    drag_loss = 0.0
+    for i in range(len(p)):
+        pi0, pi, ti = p0[i], p[i], q[i]
+        if (ti - pi).norm() < 2.0:
+            continue
+        di = (ti - pi) / (ti - pi).norm() * min(beta, (ti - pi).norm())
+        f0_patch = f0_map[:, :, int(pi0[0]) - r1 : int(pi0[0]) + r1 + 1, int(pi0[1]) - r1 : int(pi0[1]) + r1 + 1].detach()
+        f1_patch = interpolate_feature_patch(f1_map, pi[0] + di[0], pi[1] + di[1], r1)
+        drag_loss += ((2 * r1) ** 2) * F.l1_loss(f0_patch, f1_patch)
+    loss = drag_loss + lam * ((z_prev - z_prev0) * (1.0 - mask)).abs().sum()
+    loss.backward()
+    # point_tracking (compare_mode), on the same forward's features.
+    tracked = p.clone()
+    with torch.no_grad():
+        for i in range(len(p)):
+            pi0, pi = p0[i], tracked[i]
+            f0 = f0_map[:, :, int(pi0[0]), int(pi0[1])]
+            ra, rb = int(pi[0]) - r2, int(pi[0]) + r2 + 1
+            ca, cb = int(pi[1]) - r2, int(pi[1]) + r2 + 1
+            assert ra >= 0 and ca >= 0 and rb <= sup[0] and cb <= sup[1]
+            nb = f1_map[:, :, ra:rb, ca:cb]
+            dist = (f0.unsqueeze(-1).unsqueeze(-1) - nb).abs().sum(dim=1).squeeze(0)
+            row, col = divmod(dist.argmin().item(), dist.shape[-1])
+            tracked[i][0] = pi[0] - r2 + row
+            tracked[i][1] = pi[1] - r2 + col
+    shift0 = (q[0] - p[0]) / (q[0] - p[0]).norm() * min(beta, (q[0] - p[0]).norm())
+    save_tensors(
+        exp / "drag.safetensors",
+        {
+            "z": z.detach(),
+            "z_prev0": z_prev0,
+            "mask": mask,
+            "handles_init": p0,
+            "handles": p,
+            "targets": q,
+            "loss": loss.detach().reshape(1),
+            "drag_loss": drag_loss.detach().reshape(1),
+            "grad_z": z.grad,
+            "tracked": tracked,
+            "f1_patch_0": interpolate_feature_patch(f1_map.detach(), *(p[0] + shift0), r1),
+        },
+    )
+
+
 def check_fp16_variants() -> None:
     """Each fp16 variant loads with its library's `variant="fp16"` and equals fp32 -> half."""
     for cls, sub in ((UNet2DConditionModel, "unet"), (AutoencoderKL, "vae"), (CLIPTextModel, "text_encoder")):
@@ -814,6 +908,7 @@ def main() -> None:
     expected_scheduler(exp)
     expected_inversion(exp)
     expected_lora(exp)
+    expected_drag(exp)
     check_fp16_variants()
     write_versions(exp)
 
