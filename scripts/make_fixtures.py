@@ -855,6 +855,45 @@ def expected_drag(exp: Path) -> None:
     )
 
 
+class MutualSelfAttention:
+    """MasaCtrl's `MutualSelfAttentionControl.attn_batch` (spec 1.16) as a diffusers attention
+    processor: the queries of every sample, concatenated along the tokens, attend to the keys
+    and values of sample 0 (the reference branch); scale 1/sqrt(d)."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        assert encoder_hidden_states is None, "self-attention only"
+        b, n, _ = hidden_states.shape
+        q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        h = attn.heads
+        d = q.shape[-1] // h
+        qh = q.reshape(b, n, h, d).permute(2, 0, 1, 3).reshape(h, b * n, d)
+        kh = k[:1].reshape(1, n, h, d).permute(2, 0, 1, 3).reshape(h, n, d)
+        vh = v[:1].reshape(1, n, h, d).permute(2, 0, 1, 3).reshape(h, n, d)
+        out = ((qh @ kh.transpose(-1, -2)) * d**-0.5).softmax(-1) @ vh
+        out = out.reshape(h, b, n, d).permute(1, 2, 0, 3).reshape(b, n, h * d)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def expected_masactrl(exp: Path) -> None:
+    """A batch-2 UNet pass [reference, edited] with mutual self-attention in transformer blocks
+    10-15 (= every attn1 of up_blocks[2] and up_blocks[3]), as GoodDrag's Latent-MasaCtrl."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    unet = UNet2DConditionModel.from_pretrained(OUT / "unet", torch_dtype=torch.float32).eval()
+    procs = {}
+    for name in unet.attn_processors:
+        mutual = name.startswith(("up_blocks.2.", "up_blocks.3.")) and ".attn1." in name
+        procs[name] = MutualSelfAttention() if mutual else AttnProcessor2_0()
+    assert sum(isinstance(p, MutualSelfAttention) for p in procs.values()) == 6
+    unet.set_attn_processor(procs)
+    g = torch.Generator().manual_seed(SEED_INPUTS + 8)
+    sample = torch.randn(2, 4, 8, 8, generator=g)
+    ehs = empty_prompt_embedding().repeat(2, 1, 1)
+    with torch.no_grad():
+        noise_pred = unet(sample, 621, encoder_hidden_states=ehs).sample
+    save_tensors(exp / "masactrl.safetensors", {"sample": sample, "noise_pred": noise_pred})
+
+
 def check_fp16_variants() -> None:
     """Each fp16 variant loads with its library's `variant="fp16"` and equals fp32 -> half."""
     for cls, sub in ((UNet2DConditionModel, "unet"), (AutoencoderKL, "vae"), (CLIPTextModel, "text_encoder")):
@@ -909,6 +948,7 @@ def main() -> None:
     expected_inversion(exp)
     expected_lora(exp)
     expected_drag(exp)
+    expected_masactrl(exp)
     check_fp16_variants()
     write_versions(exp)
 

@@ -132,3 +132,36 @@ fn motion_supervision_and_tracking_match_the_official_code_on_wgpu() {
     let (device, _) = device::wgpu().expect("wgpu device (lavapipe without a GPU)");
     drag_step_matches(&device, 5e-4);
 }
+
+#[test]
+fn masactrl_batch_matches_mutual_self_attention_in_diffusers() {
+    let device = device::cpu().0;
+    let e = expected("masactrl");
+    let mut unet = load_unet(&device, false);
+    // GoodDrag: start_layer 10 → transformer blocks 10..16, every attn1 of up_blocks[2], [3].
+    assert_eq!(unet.set_mutual_self_attention(Some(10)), 6);
+    let ehs = expected("clip")["last_hidden_state_empty"].tensor::<3>(&device);
+    let ehs = Tensor::cat(vec![ehs.clone(), ehs], 0);
+    let out = unet.forward(e["sample"].tensor::<4>(&device), &[621.0], ehs.clone(), &[]);
+    check(
+        "MasaCtrl batch noise_pred",
+        out.noise_pred,
+        &e["noise_pred"],
+        F32_TOL,
+    );
+    // Off again: the batch elements are independent (the edited branch's output changes).
+    assert_eq!(unet.set_mutual_self_attention(None), 0);
+    let plain = unet
+        .forward(e["sample"].tensor::<4>(&device), &[621.0], ehs, &[])
+        .noise_pred;
+    let plain: Vec<f32> = pollster::block_on(gooddrag::probe::read_f32(plain)).unwrap();
+    let n = plain.len() / 2;
+    assert!(
+        gooddrag::probe::relative_error(&plain[..n], &e["noise_pred"].f32[..n]) < 1e-4,
+        "reference branch unchanged"
+    );
+    assert!(
+        gooddrag::probe::relative_error(&plain[n..], &e["noise_pred"].f32[n..]) > 1e-3,
+        "edited branch differs"
+    );
+}
