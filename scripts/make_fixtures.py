@@ -894,6 +894,36 @@ def expected_masactrl(exp: Path) -> None:
     save_tensors(exp / "masactrl.safetensors", {"sample": sample, "noise_pred": noise_pred})
 
 
+def write_dragbench_pickles() -> None:
+    """DragBench-style `meta_data.pkl` files (spec 4.3) in every pickle protocol the Rust reader
+    supports, plus the float32 all-zero mask DragBench stores when no mask was drawn. Written
+    to tests/fixtures/pickle/ with the expected contents in expected.json."""
+    import pickle
+
+    import numpy as np
+
+    out = ROOT / "tests" / "fixtures" / "pickle"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    mask = np.zeros((48, 64), dtype=np.uint8)
+    mask[10:30, 5:40] = 1
+    meta = {"prompt": "a photo of a cat", "points": [[12, 20], [30, 22], [50, 40], [41, 8]], "mask": mask}
+    for proto in (2, 3, 4, 5):
+        with open(out / f"meta_p{proto}.pkl", "wb") as f:
+            pickle.dump(meta, f, protocol=proto)
+    empty = {"prompt": "", "points": [[1, 2], [3, 4]], "mask": np.zeros((48, 64), dtype=np.float32)}
+    with open(out / "meta_float_mask.pkl", "wb") as f:
+        pickle.dump(empty, f, protocol=4)
+    # Big-endian and Fortran-ordered arrays must come out right too.
+    odd = {"prompt": "x", "points": [(1, 2), (3, 4)], "mask": np.asfortranarray(mask.astype(">i2"))}
+    with open(out / "meta_odd_layout.pkl", "wb") as f:
+        pickle.dump(odd, f, protocol=2)
+    with open(out / "expected.json", "w", encoding="utf-8") as f:
+        json.dump({"mask_sum": int(mask.sum()), "mask_first_row": 10, "mask_first_col": 5, "shape": [48, 64]}, f)
+        f.write("\n")
+
+
 def check_fp16_variants() -> None:
     """Each fp16 variant loads with its library's `variant="fp16"` and equals fp32 -> half."""
     for cls, sub in ((UNet2DConditionModel, "unet"), (AutoencoderKL, "vae"), (CLIPTextModel, "text_encoder")):
@@ -949,6 +979,7 @@ def main() -> None:
     expected_lora(exp)
     expected_drag(exp)
     expected_masactrl(exp)
+    write_dragbench_pickles()
     check_fp16_variants()
     write_versions(exp)
 

@@ -35,7 +35,8 @@ export const CSP = [
   "default-src 'self'",
   "script-src 'self' 'wasm-unsafe-eval'",
   "worker-src 'self'",
-  "connect-src 'self'",
+  // The default model source (Hugging Face, which redirects to its CDNs); nothing else.
+  "connect-src 'self' https://huggingface.co https://*.huggingface.co https://*.hf.co",
   "img-src 'self' blob: data:",
   "style-src 'self'",
   "object-src 'none'",

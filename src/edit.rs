@@ -123,6 +123,38 @@ impl Models {
     }
 }
 
+/// What an edit of the same image can reuse (issue: re-editing must not retrain or re-invert):
+/// the LoRA, keyed by image + prompt + LoRA settings, and z₀/z_T, keyed by that plus the
+/// inversion settings. Keys are FNV-1a hashes.
+#[derive(Default)]
+pub struct EditCache {
+    lora: Option<(u64, LoraSet)>,
+    inversion: Option<(u64, Tensor<4>, Tensor<4>)>,
+    /// How many phases the last edit took from the cache (`lora`, `inversion`).
+    pub last_hits: Vec<&'static str>,
+}
+
+/// FNV-1a over byte slices.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl EditCache {
+    /// Forgets everything (e.g. after the model changed).
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
 /// Bilinear resize of `[1, c, h, w]` to `height × width` (align_corners = False).
 pub fn resize_bilinear(image: Tensor<4>, height: usize, width: usize) -> Tensor<4> {
     let [_, _, h, w] = image.dims();
@@ -144,6 +176,20 @@ pub async fn run_edit(
     progress: &mut dyn FnMut(Progress),
     cancel: &Cancel,
 ) -> Result<EditOutput> {
+    run_edit_cached(models, input, &mut EditCache::default(), progress, cancel).await
+}
+
+/// [`run_edit`] that reuses (and fills) `cache`: a re-edit of the same image with the same
+/// prompt and LoRA settings skips LoRA training, and with the same inversion settings too skips
+/// the encode and the inversion.
+pub async fn run_edit_cached(
+    models: &mut Models,
+    input: EditInput,
+    cache: &mut EditCache,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &Cancel,
+) -> Result<EditOutput> {
+    cache.last_hits.clear();
     let EditInput {
         image,
         mask,
@@ -181,7 +227,29 @@ pub async fn run_edit(
     // 2. LoRA.
     let started = now_ms();
     let mut lora_losses = Vec::new();
+    let dims = [image.width as u64, image.height as u64]
+        .map(u64::to_le_bytes)
+        .concat();
+    let lora_json = serde_json::to_string(&config.lora).unwrap_or_default();
+    let lora_key = fnv1a(&[
+        &image.rgb,
+        &dims,
+        config.prompt.as_bytes(),
+        lora_json.as_bytes(),
+    ]);
+    let cached_lora = match (&lora_choice, &cache.lora) {
+        (LoraChoice::Train, Some((key, set))) if config.use_lora && *key == lora_key => {
+            Some(set.clone())
+        }
+        _ => None,
+    };
     let lora_used = match lora_choice {
+        LoraChoice::Train if cached_lora.is_some() => {
+            let set = cached_lora.expect("checked");
+            set.attach(&mut models.unet, false, "the cached LoRA", &device)?;
+            cache.last_hits.push("lora");
+            Some(set)
+        }
         LoraChoice::Train if config.use_lora => {
             let scheduler = DdimScheduler::new(models.scheduler.clone(), config.n_inference_steps)?;
             lora_losses = train_lora(
@@ -195,7 +263,9 @@ pub async fn run_edit(
                 cancel,
             )
             .await?;
-            Some(LoraSet::read_from(&mut models.unet).await?)
+            let set = LoraSet::read_from(&mut models.unet).await?;
+            cache.lora = Some((lora_key, set.clone()));
+            Some(set)
         }
         LoraChoice::Use(set) => {
             set.attach(&mut models.unet, false, "the given LoRA", &device)?;
@@ -208,27 +278,59 @@ pub async fn run_edit(
     };
     phase("lora", started);
 
-    // 3. Encode and invert.
+    // 3. Encode and invert (or reuse both for the same image, LoRA and settings).
     cancel.check()?;
-    let started = now_ms();
-    let z0 = encode(&models.vae, pixels).detach();
-    phase("encode", started);
-    let started = now_ms();
     let scheduler = DdimScheduler::new(models.scheduler.clone(), config.n_inference_steps)?;
     let timesteps = scheduler
         .strength_timesteps(config.inversion_strength)?
         .to_vec();
-    let z_t = invert(
-        &models.unet,
-        &scheduler,
-        z0.clone(),
-        &timesteps,
-        &ehs,
-        progress,
-        cancel,
-    )
-    .await?;
-    phase("invert", started);
+    let lora_tag = match &lora_used {
+        None => 0u64,
+        Some(set) => {
+            let bytes: Vec<u8> = set
+                .layers
+                .iter()
+                .flat_map(|(k, p)| {
+                    k.bytes()
+                        .chain(p.down.iter().chain(&p.up).flat_map(|v| v.to_le_bytes()))
+                })
+                .collect();
+            fnv1a(&[&bytes])
+        }
+    };
+    let inversion_key = fnv1a(&[
+        &image.rgb,
+        &dims,
+        config.prompt.as_bytes(),
+        &lora_tag.to_le_bytes(),
+        &(config.n_inference_steps as u64).to_le_bytes(),
+        &config.inversion_strength.to_le_bytes(),
+    ]);
+    let (z0, z_t) = match &cache.inversion {
+        Some((key, z0, z_t)) if *key == inversion_key => {
+            cache.last_hits.push("inversion");
+            (z0.clone(), z_t.clone())
+        }
+        _ => {
+            let started = now_ms();
+            let z0 = encode(&models.vae, pixels).detach();
+            phase("encode", started);
+            let started = now_ms();
+            let z_t = invert(
+                &models.unet,
+                &scheduler,
+                z0.clone(),
+                &timesteps,
+                &ehs,
+                progress,
+                cancel,
+            )
+            .await?;
+            phase("invert", started);
+            cache.inversion = Some((inversion_key, z0.clone(), z_t.clone()));
+            (z0, z_t)
+        }
+    };
 
     // 4. Drag.
     let started = now_ms();

@@ -4,12 +4,18 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod benchmark;
 pub mod clock;
 pub mod device;
 pub mod drag;
 pub mod edit;
 pub mod error;
+pub mod formats;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod imageio;
 pub mod lora;
+pub mod metrics;
 pub mod models;
 pub mod optim;
 pub mod pipeline;

@@ -1,8 +1,14 @@
 // The engine worker: loads the wasm core once and answers calls from engine-client.js.
-// Calls are processed one at a time (the engine is not re-entrant); a wasm trap marks the
-// engine as crashed so later calls fail with a clear message instead of undefined behaviour.
+// Calls are processed one at a time (the engine is not re-entrant), except `cancel`, which is
+// handled at once so it can stop a running edit or download between two steps. A wasm trap
+// marks the engine as crashed so later calls fail with a clear message.
 
 import loadWasm, * as engine from './pkg/gooddrag.js';
+import { deleteModel, listModels, loadModel } from './weights.js';
+
+let download = null; // AbortController of the running model load
+
+const emit = (event, data) => self.postMessage({ event, ...data });
 
 const methods = {
   init: () => engine.init(),
@@ -10,6 +16,27 @@ const methods = {
     const started = performance.now();
     const result = await engine.runProbe();
     return { ...result, elapsedMs: performance.now() - started };
+  },
+  presets: () => engine.presets(),
+  presetConfig: ({ name }) => engine.presetConfig(name),
+  listModels: () => listModels(),
+  deleteModel: ({ id }) => deleteModel(id),
+  modelInfo: () => engine.modelInfo(),
+  loadModel: async ({ source }) => {
+    download = new AbortController();
+    try {
+      engine.unloadModel();
+      return await loadModel(engine, source, { onEvent: (e) => emit('model', e), signal: download.signal });
+    } catch (e) {
+      try { engine.unloadModel(); } catch { /* keep the first error */ }
+      throw e;
+    } finally {
+      download = null;
+    }
+  },
+  edit: async ({ request }) => {
+    const result = await engine.edit(request, (p) => emit('progress', { progress: p }));
+    return result;
   },
 };
 
@@ -22,6 +49,15 @@ let queue = Promise.resolve();
 
 self.addEventListener('message', (e) => {
   const { id, method, params } = e.data;
+  if (method === 'cancel') {
+    // Not queued: it must reach a running edit or download.
+    ready.then(() => {
+      if (!crashed) engine.cancelEdit();
+      download?.abort();
+      self.postMessage({ id, ok: true, result: null });
+    });
+    return;
+  }
   queue = queue.then(() => handle(id, method, params));
 });
 
@@ -31,10 +67,13 @@ async function handle(id, method, params) {
   const fn = methods[method];
   if (!fn) return self.postMessage({ id, ok: false, kind: 'invalid', error: `unknown engine method: ${method}` });
   try {
-    self.postMessage({ id, ok: true, result: await fn(params) });
+    const result = await fn(params ?? {});
+    const transfer = result?.rgb?.buffer ? [result.rgb.buffer] : [];
+    self.postMessage({ id, ok: true, result }, transfer);
   } catch (err) {
     const trapped = err instanceof WebAssembly.RuntimeError;
     if (trapped) crashed = `The engine crashed (${err.message}). Reload the page to start it again.`;
-    self.postMessage({ id, ok: false, kind: trapped ? 'crashed' : 'engine', error: trapped ? crashed : String(err?.message ?? err) });
+    const kind = trapped ? 'crashed' : err?.name === 'AbortError' || /^cancelled$/.test(err?.message) ? 'cancelled' : 'engine';
+    self.postMessage({ id, ok: false, kind, error: trapped ? crashed : String(err?.message ?? err) });
   }
 }

@@ -11,6 +11,8 @@ use burn::tensor::Device;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
+mod editor;
+
 use crate::device::AdapterReport;
 use crate::{Error, probe};
 
@@ -107,6 +109,14 @@ pub async fn init() -> Result<JsValue, JsError> {
             Err(js_error(e))
         }
     }
+}
+
+fn report() -> Result<AdapterReport, JsError> {
+    ENGINE.with_borrow(|engine| match engine {
+        Engine::Ready(_, report) => Ok(report.clone()),
+        Engine::Initialising => Err(js_error(Error::InitInProgress)),
+        Engine::Empty => Err(js_error(Error::NotInitialised)),
+    })
 }
 
 fn device() -> Result<Device, JsError> {

@@ -406,6 +406,11 @@ impl<M: Module> WeightLoader<M> {
         Ok(())
     }
 
+    /// Gives the module back without checking completeness (to restart loading it).
+    pub fn into_module(mut self) -> M {
+        self.module.take().expect("module present")
+    }
+
     /// The loaded module, or an error listing the weights that never arrived.
     pub fn finish(mut self) -> Result<M> {
         let missing = self.missing();

@@ -1,0 +1,405 @@
+//! Benchmarks over drag-editing datasets (native): reading sample folders in the GoodDrag /
+//! Drag100 layout (spec §4.1: `original.jpg|png`, `mask.png`, `points.json`) and the DragBench
+//! layout (§4.3: `original_image.png`, `meta_data.pkl`), writing an edit's result files in the
+//! official layout (§1.17), the `--dump` tensors, and DAI over a results folder (§5.1).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Tensor;
+use serde::Serialize;
+
+use crate::drag::PointsFile;
+use crate::edit::{EditOutput, RgbImage};
+use crate::error::{Error, Result};
+use crate::formats::pickle::{Value, parse_pickle};
+use crate::imageio::{draw_points, load_mask, load_rgb, save_rgb};
+use crate::metrics::{DAI_GAMMAS, FloatImage, dai_official, dai_paper};
+use crate::probe::read_f32;
+use crate::weights::{F32Tensor, write_f32_safetensors};
+
+/// Which dataset layout a sample folder uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// `original.jpg|png`, `mask.png`, `points.json`.
+    GoodDrag,
+    /// `original_image.png`, `meta_data.pkl`.
+    DragBench,
+}
+
+/// One benchmark sample, loaded.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Path relative to the dataset root (`cat_2`, `animals/JH_2023-09-14-1820-16`).
+    pub name: String,
+    /// Layout it was read from.
+    pub layout: Layout,
+    /// The photo.
+    pub image: RgbImage,
+    /// Editable mask (> 0), `None` when absent or empty.
+    pub mask: Option<Vec<u8>>,
+    /// Handle, target, … in image `[x, y]`.
+    pub points: Vec<[f64; 2]>,
+    /// DragBench's prompt (GoodDrag's bench ignores it and uses "").
+    pub prompt: String,
+}
+
+fn original_path(dir: &Path) -> Option<PathBuf> {
+    [
+        "original.jpg",
+        "original.png",
+        "original.jpeg",
+        "original_image.png",
+    ]
+    .iter()
+    .map(|n| dir.join(n))
+    .find(|p| p.is_file())
+}
+
+/// Every sample folder under `root` (any depth), sorted by name: folders with `points.json`
+/// or `meta_data.pkl`.
+pub fn discover(root: &Path) -> Result<Vec<(String, PathBuf)>> {
+    if !root.is_dir() {
+        return Err(Error::InvalidInput(format!(
+            "`{}` is not a folder",
+            root.display()
+        )));
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| Error::InvalidInput(format!("cannot list `{}`: {e}", dir.display())))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !path.is_dir() || name.starts_with('.') {
+                continue;
+            }
+            if path.join("points.json").is_file() || path.join("meta_data.pkl").is_file() {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                out.push((rel, path));
+            } else {
+                stack.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn mask_from(
+    width: usize,
+    height: usize,
+    mw: usize,
+    mh: usize,
+    mask: Vec<u8>,
+    what: &str,
+) -> Result<Option<Vec<u8>>> {
+    if (mw, mh) != (width, height) {
+        return Err(Error::InvalidInput(format!(
+            "{what} is {mw}×{mh} but the image is {width}×{height}; the mask must have the image's size"
+        )));
+    }
+    Ok(mask.iter().any(|&v| v > 0).then_some(mask))
+}
+
+/// Loads a sample folder in either layout.
+pub fn load_sample(name: &str, dir: &Path) -> Result<Sample> {
+    let original = original_path(dir).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "`{}` has no original.jpg/.png or original_image.png",
+            dir.display()
+        ))
+    })?;
+    let image = load_rgb(&original)?;
+    let (w, h) = (image.width, image.height);
+    if dir.join("points.json").is_file() {
+        let json = std::fs::read_to_string(dir.join("points.json")).map_err(|e| {
+            Error::InvalidInput(format!(
+                "cannot read points.json in `{}`: {e}",
+                dir.display()
+            ))
+        })?;
+        let points = PointsFile::from_json(&json)?.points;
+        let mask_path = dir.join("mask.png");
+        let mask = if mask_path.is_file() {
+            let (mw, mh, m) = load_mask(&mask_path)?;
+            mask_from(w, h, mw, mh, m, "mask.png")?
+        } else {
+            None
+        };
+        return Ok(Sample {
+            name: name.into(),
+            layout: Layout::GoodDrag,
+            image,
+            mask,
+            points,
+            prompt: String::new(),
+        });
+    }
+    let bytes = std::fs::read(dir.join("meta_data.pkl")).map_err(|e| {
+        Error::InvalidInput(format!(
+            "cannot read meta_data.pkl in `{}`: {e}",
+            dir.display()
+        ))
+    })?;
+    let meta = parse_pickle(&bytes)?;
+    let prompt = match meta.get("prompt") {
+        Some(Value::Str(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let points = meta
+        .get("points")
+        .and_then(Value::items)
+        .ok_or_else(|| Error::InvalidInput("meta_data.pkl has no `points` list".into()))?
+        .iter()
+        .map(|p| {
+            let xy = p.items().filter(|v| v.len() == 2).ok_or_else(|| {
+                Error::InvalidInput("meta_data.pkl: a point is not [x, y]".into())
+            })?;
+            match (xy[0].as_f64(), xy[1].as_f64()) {
+                (Some(x), Some(y)) => Ok([x, y]),
+                _ => Err(Error::InvalidInput(
+                    "meta_data.pkl: a point coordinate is not a number".into(),
+                )),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mask = match meta.get("mask") {
+        Some(Value::Array(a)) if a.shape.len() == 2 => {
+            let values = a.to_f64()?;
+            let m: Vec<u8> = values
+                .iter()
+                .map(|&v| if v > 0.0 { 255 } else { 0 })
+                .collect();
+            mask_from(w, h, a.shape[1], a.shape[0], m, "the meta_data.pkl mask")?
+        }
+        Some(Value::Array(a)) => {
+            return Err(Error::InvalidInput(format!(
+                "meta_data.pkl: the mask has shape {:?}, expected H×W",
+                a.shape
+            )));
+        }
+        _ => None,
+    };
+    Ok(Sample {
+        name: name.into(),
+        layout: Layout::DragBench,
+        image,
+        mask,
+        points,
+        prompt,
+    })
+}
+
+/// Per-phase times etc. written as `timings.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timings {
+    /// Milliseconds per phase.
+    pub phases_ms: BTreeMap<String, f64>,
+    /// Sum of the phases.
+    pub total_ms: f64,
+    /// Adapter that ran it.
+    pub device: String,
+    /// Compute precision.
+    pub dtype: String,
+}
+
+/// Writes `output_image.png`, `new_points.json`, `image_with_new_points.png`, `timings.json`.
+pub fn write_edit_outputs(dir: &Path, out: &EditOutput, device: &str) -> Result<Timings> {
+    let io = |e: std::io::Error| {
+        Error::InvalidInput(format!("cannot write to `{}`: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    save_rgb(&dir.join("output_image.png"), &out.image)?;
+    save_rgb(
+        &dir.join("image_with_new_points.png"),
+        &draw_points(&out.image, &out.new_points),
+    )?;
+    let points = serde_json::to_string(&PointsFile {
+        points: out.new_points.clone(),
+    })
+    .unwrap_or_default();
+    std::fs::write(dir.join("new_points.json"), points).map_err(io)?;
+    let phases_ms: BTreeMap<String, f64> = out
+        .timings
+        .iter()
+        .map(|t| (t.phase.clone(), t.millis))
+        .collect();
+    let timings = Timings {
+        total_ms: phases_ms.values().sum(),
+        phases_ms,
+        device: device.to_string(),
+        dtype: "f32".into(),
+    };
+    std::fs::write(
+        dir.join("timings.json"),
+        serde_json::to_string_pretty(&timings).unwrap_or_default(),
+    )
+    .map_err(io)?;
+    Ok(timings)
+}
+
+async fn tensor(name: &str, t: Tensor<4>) -> Result<F32Tensor> {
+    Ok(F32Tensor {
+        name: name.into(),
+        shape: t.dims().to_vec(),
+        data: read_f32(t).await?,
+    })
+}
+
+/// The `--dump` file: `z0`, `zT`, `drag_loss` `[n]` (loss at every supervision step),
+/// `drag_term` `[n]` (its drag part), `handles` `[n_track+1, l, 2]` (tracked handles in image
+/// `[x, y]`, first row = initial), `z_drag_end`, `z_final`; all f32.
+pub async fn dump_bytes(out: &EditOutput) -> Result<Vec<u8>> {
+    let l = out.record.handle_history.first().map_or(0, Vec::len);
+    let handles: Vec<f32> = out
+        .record
+        .handle_history
+        .iter()
+        .flat_map(|row| {
+            row.iter()
+                .flat_map(|&p| out.frame.to_image(p).map(|v| v as f32))
+        })
+        .collect();
+    let tensors = vec![
+        tensor("z0", out.z0.clone()).await?,
+        tensor("zT", out.z_t.clone()).await?,
+        F32Tensor {
+            name: "drag_loss".into(),
+            shape: vec![out.record.losses.len()],
+            data: out.record.losses.clone(),
+        },
+        F32Tensor {
+            name: "drag_term".into(),
+            shape: vec![out.record.drag_losses.len()],
+            data: out.record.drag_losses.clone(),
+        },
+        F32Tensor {
+            name: "handles".into(),
+            shape: vec![out.record.handle_history.len(), l, 2],
+            data: handles,
+        },
+        tensor(
+            "z_drag_end",
+            out.record
+                .z_drag_end
+                .clone()
+                .unwrap_or_else(|| out.z_final.clone()),
+        )
+        .await?,
+        tensor("z_final", out.z_final.clone()).await?,
+    ];
+    write_f32_safetensors(
+        &tensors,
+        &BTreeMap::from([("format".to_string(), "gooddrag-dump".to_string())]),
+    )
+}
+
+/// DAI of one image at every γ, both variants (`None` where the official one is undefined).
+#[derive(Debug, Clone, Serialize)]
+pub struct DaiScores {
+    /// γ → paper's Eq. 8.
+    pub paper: BTreeMap<usize, f64>,
+    /// γ → `compute_DAI.py`'s value.
+    pub official: BTreeMap<usize, Option<f64>>,
+}
+
+/// DAI of `result` against `original` for the sample's points at γ ∈ {1, 5, 10, 20}.
+pub fn dai_scores(
+    original: &RgbImage,
+    result: &RgbImage,
+    points: &[[f64; 2]],
+) -> Result<DaiScores> {
+    let a = FloatImage::from_rgb8(original.width, original.height, &original.rgb);
+    let b = FloatImage::from_rgb8(result.width, result.height, &result.rgb);
+    let mut paper = BTreeMap::new();
+    let mut official = BTreeMap::new();
+    for g in DAI_GAMMAS {
+        paper.insert(g, dai_paper(&a, &b, points, g)?);
+        official.insert(g, dai_official(&a, &b, points, g).ok());
+    }
+    Ok(DaiScores { paper, official })
+}
+
+/// Mean of each γ over samples (official: over the samples where it is defined).
+pub fn mean_scores<'a>(scores: impl IntoIterator<Item = &'a DaiScores>) -> DaiScores {
+    let mut paper: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
+    let mut official: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
+    for s in scores {
+        for (g, v) in &s.paper {
+            let e = paper.entry(*g).or_default();
+            e.0 += v;
+            e.1 += 1;
+        }
+        for (g, v) in &s.official {
+            let e = official.entry(*g).or_default();
+            if let Some(v) = v {
+                e.0 += v;
+                e.1 += 1;
+            }
+        }
+    }
+    let mean = |(s, n): (f64, usize)| if n == 0 { None } else { Some(s / n as f64) };
+    DaiScores {
+        paper: paper
+            .into_iter()
+            .filter_map(|(g, v)| mean(v).map(|m| (g, m)))
+            .collect(),
+        official: official.into_iter().map(|(g, v)| (g, mean(v))).collect(),
+    }
+}
+
+/// DAI of one sample in `results`: `<results>/<name>/output_image.png` or `<results>/<name>.png`.
+pub fn dai_for_result(sample: &Sample, results: &Path) -> Result<DaiScores> {
+    let nested = results.join(&sample.name).join("output_image.png");
+    let flat = results.join(format!("{}.png", sample.name));
+    let path = if nested.is_file() {
+        nested
+    } else if flat.is_file() {
+        flat
+    } else {
+        return Err(Error::InvalidInput(format!(
+            "no result for `{}`: expected {} or {}",
+            sample.name,
+            nested.display(),
+            flat.display()
+        )));
+    };
+    dai_scores(&sample.image, &load_rgb(&path)?, &sample.points)
+}
+
+/// A Markdown table of mean DAI per γ.
+pub fn dai_table(mean: &DaiScores, samples: usize) -> String {
+    let mut s = format!(
+        "| DAI (mean of {samples} images) | γ=1 | γ=5 | γ=10 | γ=20 |\n|---|---|---|---|---|\n"
+    );
+    let row = |name: &str, vals: Vec<Option<f64>>| {
+        let cells: Vec<String> = vals
+            .into_iter()
+            .map(|v| v.map_or("–".into(), |v| format!("{v:.4}")))
+            .collect();
+        format!("| {name} | {} |\n", cells.join(" | "))
+    };
+    s += &row(
+        "paper Eq. 8",
+        DAI_GAMMAS
+            .iter()
+            .map(|g| mean.paper.get(g).copied())
+            .collect(),
+    );
+    s += &row(
+        "compute_DAI.py",
+        DAI_GAMMAS
+            .iter()
+            .map(|g| mean.official.get(g).copied().flatten())
+            .collect(),
+    );
+    s
+}

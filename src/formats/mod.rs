@@ -1,0 +1,3 @@
+//! File formats of the benchmarks: DragBench's pickled metadata.
+
+pub mod pickle;

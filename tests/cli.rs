@@ -1,0 +1,333 @@
+//! The native CLI end to end on the tiny model (tests/fixtures/tiny-sd), on the CPU device:
+//! `edit` with `--dump`, `bench` over a generated mixed-layout folder with a broken sample, and
+//! `dai` on hand-made images with known values; plus its error messages.
+
+mod parity_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gooddrag::edit::RgbImage;
+use gooddrag::imageio::{load_rgb, save_png, save_rgb};
+use gooddrag::weights::{Header, tensor_bytes, tensor_to_f32};
+use parity_support::fixture_dir;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gooddrag"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn photo(width: usize, height: usize) -> RgbImage {
+    let mut rgb = Vec::new();
+    for y in 0..height {
+        for x in 0..width {
+            let inside = (x as f64 - 0.4 * width as f64).hypot(y as f64 - 0.5 * height as f64)
+                < 0.2 * width.min(height) as f64;
+            rgb.extend_from_slice(&[
+                (40 + x * 2 + if inside { 150 } else { 0 }) as u8,
+                80,
+                (60 + y * 2) as u8,
+            ]);
+        }
+    }
+    RgbImage { width, height, rgb }
+}
+
+/// A fast config: 2 drag timesteps, a 2-step LoRA at 64 px.
+fn fast_config(dir: &Path) -> PathBuf {
+    let path = dir.join("config.json");
+    std::fs::write(
+        &path,
+        r#"{"drag_end_step": 2, "lora": {"rank": 4, "steps": 2, "resolution": 64}}"#,
+    )
+    .unwrap();
+    path
+}
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("gooddrag runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn sample_dir(root: &Path, name: &str, img: &RgbImage, points: &str) -> PathBuf {
+    let d = root.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    save_rgb(&d.join("original.png"), img).unwrap();
+    std::fs::write(d.join("points.json"), points).unwrap();
+    d
+}
+
+#[test]
+fn edit_writes_the_official_files_and_the_dump() {
+    let dir = scratch("edit");
+    let img = photo(64, 64);
+    save_rgb(&dir.join("in.png"), &img).unwrap();
+    std::fs::write(
+        dir.join("points.json"),
+        r#"{"points": [[18, 32], [46, 32]]}"#,
+    )
+    .unwrap();
+    let mut mask = vec![0u8; 64 * 64];
+    mask[16 * 64..48 * 64].fill(255);
+    save_png(&dir.join("mask.png"), 64, 64, 1, &mask).unwrap();
+    let (ok, stdout, stderr) = run(bin()
+        .args(["edit", "--device", "cpu", "--model"])
+        .arg(fixture_dir())
+        .arg("--image")
+        .arg(dir.join("in.png"))
+        .arg("--points")
+        .arg(dir.join("points.json"))
+        .arg("--mask")
+        .arg(dir.join("mask.png"))
+        .arg("--config")
+        .arg(fast_config(&dir))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .arg("--dump")
+        .arg(dir.join("dump.safetensors")));
+    assert!(ok, "stderr: {stderr}");
+    let out = dir.join("out");
+    for f in [
+        "output_image.png",
+        "image_with_new_points.png",
+        "new_points.json",
+        "timings.json",
+        "pytorch_lora_weights.safetensors",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let result = load_rgb(&out.join("output_image.png")).unwrap();
+    assert_eq!((result.width, result.height), (64, 64));
+    let new: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("new_points.json")).unwrap())
+            .unwrap();
+    let pts = new["points"].as_array().unwrap();
+    assert_eq!(pts.len(), 2);
+    assert_eq!(pts[1], serde_json::json!([46.0, 32.0]), "the target stays");
+    let hx = pts[0][0].as_f64().unwrap();
+    assert!(hx > 18.0, "the handle moved toward the target: {pts:?}");
+    let timings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("timings.json")).unwrap()).unwrap();
+    for phase in ["lora", "invert", "drag", "decode"] {
+        assert!(
+            timings["phases_ms"][phase].as_f64().unwrap() > 0.0,
+            "{phase}"
+        );
+    }
+    assert_eq!(timings["dtype"], "f32");
+    assert!(stdout.contains("final_handles"));
+    // The dump.
+    let bytes = std::fs::read(dir.join("dump.safetensors")).unwrap();
+    let header = Header::parse(&bytes, Some(bytes.len() as u64)).unwrap();
+    let shape = |n: &str| header.tensor(n).unwrap().shape.clone();
+    assert_eq!(shape("z0"), vec![1, 4, 8, 8]);
+    assert_eq!(shape("zT"), vec![1, 4, 8, 8]);
+    assert_eq!(shape("z_drag_end"), vec![1, 4, 8, 8]);
+    assert_eq!(shape("z_final"), vec![1, 4, 8, 8]);
+    let n = shape("drag_loss")[0];
+    assert!(n > 0);
+    let handles = shape("handles");
+    assert_eq!(&handles[1..], &[1, 2]);
+    let info = header.tensor("handles").unwrap();
+    let h = tensor_to_f32(info, tensor_bytes(&header, info, 0, &bytes).unwrap()).unwrap();
+    assert_eq!(&h[..2], &[18.0, 32.0], "first row = the initial handle");
+    assert_eq!(h[h.len() - 2] as f64, hx, "last row = the final handle");
+    // The saved LoRA is accepted back.
+    let (ok, _, stderr) = run(bin()
+        .args(["edit", "--device", "cpu", "--model"])
+        .arg(fixture_dir())
+        .arg("--image")
+        .arg(dir.join("in.png"))
+        .arg("--points")
+        .arg(dir.join("points.json"))
+        .arg("--config")
+        .arg(fast_config(&dir))
+        .arg("--lora")
+        .arg(out.join("pytorch_lora_weights.safetensors"))
+        .arg("--out")
+        .arg(dir.join("out2")));
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn bench_runs_every_sample_and_reports_the_broken_one() {
+    let dir = scratch("bench");
+    let data = dir.join("data");
+    sample_dir(
+        &data,
+        "good_a",
+        &photo(64, 64),
+        r#"{"points": [[18, 32], [40, 32]]}"#,
+    );
+    sample_dir(
+        &data,
+        "broken_b",
+        &photo(64, 64),
+        r#"{"points": [[18, 32], [400, 32]]}"#,
+    );
+    // A DragBench sample (nested category folder, pickled metadata, 64×48 image).
+    let db = data.join("animals").join("JH_2023-09-14-1820-16");
+    std::fs::create_dir_all(&db).unwrap();
+    save_rgb(&db.join("original_image.png"), &photo(64, 48)).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pickle/meta_p4.pkl"),
+        db.join("meta_data.pkl"),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = run(bin()
+        .args(["bench", "--device", "cpu", "--model"])
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .arg("--config")
+        .arg(fast_config(&dir)));
+    assert!(ok, "stderr: {stderr}");
+    let report = std::fs::read_to_string(dir.join("out/report.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = report
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let by = |name: &str| lines.iter().find(|l| l["sample"] == name).unwrap().clone();
+    assert_eq!(by("broken_b")["ok"], false);
+    assert!(
+        by("broken_b")["error"]
+            .as_str()
+            .unwrap()
+            .contains("outside")
+    );
+    assert_eq!(by("good_a")["ok"], true);
+    let db_line = by("animals/JH_2023-09-14-1820-16");
+    assert_eq!(db_line["ok"], true, "{db_line}");
+    assert_eq!(db_line["layout"], "dragbench");
+    assert!(db_line["dai"]["paper"]["1"].as_f64().is_some());
+    assert!(
+        dir.join("out/animals/JH_2023-09-14-1820-16/output_image.png")
+            .is_file()
+    );
+    assert!(stdout.contains("compute_DAI.py") && stdout.contains("broken_b"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (summary["edited"].as_u64(), summary["failed"].as_u64()),
+        (Some(2), Some(1))
+    );
+}
+
+#[test]
+fn dai_matches_hand_computed_values() {
+    let dir = scratch("dai");
+    let (data, results) = (dir.join("data"), dir.join("results"));
+    // Original: black with a white 3×3 square at (10, 10). Result A: the square moved exactly to
+    // (20, 10) → DAI 0. Result B: not moved → at γ = 1 the target window is black and the
+    // handle's white: 9 px × 3 ch × 1² / 9 = 3 (one pair: paper = script).
+    let square = |cx: usize| {
+        let mut rgb = vec![0u8; 32 * 24 * 3];
+        for y in 9..12 {
+            for x in cx - 1..cx + 2 {
+                rgb[(y * 32 + x) * 3..(y * 32 + x) * 3 + 3].fill(255);
+            }
+        }
+        RgbImage {
+            width: 32,
+            height: 24,
+            rgb,
+        }
+    };
+    for (name, result) in [("moved", square(20)), ("still", square(10))] {
+        sample_dir(
+            &data,
+            name,
+            &square(10),
+            r#"{"points": [[10, 10], [20, 10]]}"#,
+        );
+        std::fs::create_dir_all(results.join(name)).unwrap();
+        save_rgb(&results.join(name).join("output_image.png"), &result).unwrap();
+    }
+    let (ok, stdout, stderr) = run(bin()
+        .arg("dai")
+        .arg("--data")
+        .arg(&data)
+        .arg("--results")
+        .arg(&results)
+        .arg("--json"));
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let img = |n: &str| {
+        v["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["sample"] == n)
+            .unwrap()["dai"]
+            .clone()
+    };
+    assert_eq!(img("moved")["paper"]["1"].as_f64(), Some(0.0));
+    assert_eq!(img("still")["paper"]["1"].as_f64(), Some(3.0));
+    assert_eq!(img("still")["official"]["1"].as_f64(), Some(3.0));
+    assert_eq!(v["mean"]["paper"]["1"].as_f64(), Some(1.5));
+}
+
+#[test]
+fn bad_inputs_fail_with_clear_messages() {
+    let dir = scratch("errors");
+    save_rgb(&dir.join("in.png"), &photo(64, 64)).unwrap();
+    std::fs::write(dir.join("bad.json"), "{ nope").unwrap();
+    std::fs::write(dir.join("points.json"), r#"{"points": [[1, 1], [9, 9]]}"#).unwrap();
+    save_png(&dir.join("small_mask.png"), 10, 10, 1, &[255; 100]).unwrap();
+    let edit = |extra: &[&str]| {
+        let mut c = bin();
+        c.args(["edit", "--device", "cpu", "--no-lora", "--model"])
+            .arg(fixture_dir())
+            .arg("--image")
+            .arg(dir.join("in.png"))
+            .arg("--out")
+            .arg(dir.join("o"));
+        c.args(extra);
+        let (ok, _, stderr) = run(&mut c);
+        assert!(!ok);
+        stderr
+    };
+    let p = dir.join("points.json").display().to_string();
+    assert!(
+        edit(&["--points", &dir.join("bad.json").display().to_string()])
+            .contains("points.json is not valid")
+    );
+    assert!(
+        edit(&[
+            "--points",
+            &p,
+            "--mask",
+            &dir.join("small_mask.png").display().to_string()
+        ])
+        .contains("10×10")
+    );
+    assert!(edit(&["--points", &p, "--preset", "turbo"]).contains("turbo"));
+    assert!(
+        edit(&["--points", &dir.join("missing.json").display().to_string()])
+            .contains("missing.json")
+    );
+    let (ok, _, stderr) = run(bin()
+        .args(["edit", "--device", "cpu", "--no-lora", "--model"])
+        .arg(dir.join("nowhere"))
+        .arg("--image")
+        .arg(dir.join("in.png"))
+        .arg("--points")
+        .arg(&p)
+        .arg("--out")
+        .arg(dir.join("o")));
+    assert!(!ok && stderr.contains("diffusers"), "{stderr}");
+}
