@@ -147,6 +147,7 @@ test('weights: first load fills IndexedDB, a reload needs no network, a corrupte
 async function prepareEdit(page) {
   await page.setInputFiles('#image-file', PHOTO);
   await page.waitForSelector('#canvas:not([hidden])');
+  await page.locator('#canvas').scrollIntoViewIfNeeded();
   const box = await page.locator('#canvas').boundingBox();
   const at = (x, y) => [box.x + (x / 96) * box.width, box.y + (y / 64) * box.height];
   // Paint the middle band as editable.
