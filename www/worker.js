@@ -35,7 +35,7 @@ const methods = {
     }
   },
   edit: async ({ request }) => {
-    const result = await engine.edit(request, (p) => emit('progress', { progress: p }));
+    const result = await engine.edit(request, (p) => emit('progress', { tag: request.tag ?? null, progress: p }));
     return result;
   },
 };

@@ -1,0 +1,102 @@
+// GoodDrag's JavaScript API, for pages that drive the engine without the app's UI (the
+// <good-drag> element uses it too). Every GoodDrag instance on a page shares one engine worker
+// and the one IndexedDB weight cache; the engine holds one model at a time, so instances with the
+// same model source share it and calls from all instances run one after another.
+//
+//   import { GoodDrag } from './api.js';
+//   const gd = new GoodDrag({ modelSrc: 'https://…/stable-diffusion-v1-5/resolve/main/' });
+//   await gd.ready();                                   // WebGPU adapter report
+//   await gd.loadModel({ onProgress });                 // cached after the first time
+//   const r = await gd.edit({ image, points, mask, preset, config, onProgress });
+//   // r: { width, height, rgb (Uint8Array), finalHandles, newPoints, timings, stop, … }
+
+import { EngineClient } from './engine-client.js';
+import { DEFAULT_SOURCE, urlSource } from './weights-plan.js';
+import { rgbaToRgb } from './edit-state.js';
+
+let shared = null; // { client, init: Promise, model: string|null, loading: Promise|null }
+
+function engine() {
+  if (!shared) {
+    const client = new EngineClient(new URL('./worker.js', import.meta.url));
+    shared = { client, init: client.call('init'), model: null, loading: null, listeners: new Set() };
+    client.onEvent((e) => { for (const l of shared.listeners) l(e); });
+  }
+  return shared;
+}
+
+/** Decodes a Blob / URL / ImageBitmap / HTMLImageElement / HTMLCanvasElement / ImageData to RGB. */
+export async function toRgb(image) {
+  if (image instanceof ImageData) return { width: image.width, height: image.height, rgb: rgbaToRgb(image.data) };
+  let source = image;
+  if (typeof image === 'string' || image instanceof URL) {
+    const res = await fetch(image);
+    if (!res.ok) throw new Error(`Could not load the image ${image} (HTTP ${res.status}).`);
+    source = await res.blob();
+  }
+  const bitmap = source instanceof Blob ? await createImageBitmap(source, { imageOrientation: 'from-image' }) : source;
+  const width = bitmap.width ?? bitmap.naturalWidth;
+  const height = bitmap.height ?? bitmap.naturalHeight;
+  const c = new OffscreenCanvas(width, height);
+  c.getContext('2d').drawImage(bitmap, 0, 0);
+  return { width, height, rgb: rgbaToRgb(c.getContext('2d').getImageData(0, 0, width, height).data), bitmap };
+}
+
+export class GoodDrag {
+  /** @param {{ modelSrc?: string }} options — a diffusers URL prefix; default SD 1.5 fp16 + ft-mse VAE. */
+  constructor({ modelSrc } = {}) {
+    this.source = modelSrc ? urlSource(new URL(modelSrc, location.href).href) : DEFAULT_SOURCE;
+  }
+
+  /** Resolves to the WebGPU adapter report, or rejects with a message a user can act on. */
+  ready() {
+    return engine().init;
+  }
+
+  /** Loads this instance's model (a no-op when the shared engine already holds it). */
+  async loadModel({ onProgress } = {}) {
+    const e = engine();
+    await e.init;
+    while (e.loading) await e.loading.catch(() => {});
+    if (e.model === this.source.id) return;
+    const listener = (ev) => { if (ev.event === 'model') onProgress?.(ev); };
+    e.listeners.add(listener);
+    e.loading = e.client.call('loadModel', { source: this.source });
+    try {
+      await e.loading;
+      e.model = this.source.id;
+    } catch (err) {
+      e.model = null;
+      throw err;
+    } finally {
+      e.loading = null;
+      e.listeners.delete(listener);
+    }
+  }
+
+  /**
+   * Runs an edit. image: Blob, URL, ImageBitmap, HTMLImageElement, canvas or ImageData;
+   * points: [[x, y], …] handle/target pairs in image pixels; mask: Uint8Array (width·height,
+   * > 0 = may change) or null; preset / config: DragConfig preset name and field overrides.
+   * onProgress receives the engine's progress events ({ phase, … }).
+   */
+  async edit({ image, points, mask = null, preset, config, lora = 'train', onProgress } = {}) {
+    await this.loadModel();
+    const { width, height, rgb } = await toRgb(image);
+    if (mask && mask.length !== width * height) throw new Error(`The mask has ${mask.length} values; the image needs ${width * height}.`);
+    const e = engine();
+    const tag = `${Date.now()}-${Math.random()}`;
+    const listener = (ev) => { if (ev.event === 'progress' && ev.tag === tag) onProgress?.(ev.progress); };
+    e.listeners.add(listener);
+    try {
+      return await e.client.call('edit', { request: { width, height, rgb, mask, points, preset, config, lora, tag } });
+    } finally {
+      e.listeners.delete(listener);
+    }
+  }
+
+  /** Cancels the running edit or download (of any instance: the engine is shared). */
+  cancel() {
+    return engine().client.call('cancel');
+  }
+}
