@@ -12,7 +12,8 @@ import { flattenConfig, unflattenConfig } from './config-form.js';
 
 const $ = (id) => document.getElementById(id);
 const app = $('app');
-const client = new EngineClient();
+let client = new EngineClient();
+let lastSource = null; // the model source last loaded, for restarting after a crash
 
 let adapter = null;
 let modelReady = false;
@@ -45,13 +46,38 @@ function showAdapter(a) {
   $('gpu-status').textContent = 'WebGPU is ready.';
 }
 
-client.onEvent((e) => {
+function onEngineEvent(e) {
   if (e.event === 'crashed') {
-    showError(e.message);
+    showError(`${e.message} Restart the engine to continue: the model reloads from this browser's cache, your photo, mask and points stay.`);
+    $('restart-engine').hidden = false;
+    modelReady = false;
+    updateRunButton();
     setState('error');
   } else if (e.event === 'model') onModelEvent(e);
   else if (e.event === 'progress') onProgress(e.progress);
-});
+}
+let unsubscribe = client.onEvent(onEngineEvent);
+
+// After a crash or a lost GPU device: a fresh worker and device; the model reloads from
+// IndexedDB (no download), the editor state is kept.
+async function restartEngine() {
+  $('restart-engine').hidden = true;
+  clearError();
+  unsubscribe();
+  client.terminate();
+  client = new EngineClient();
+  unsubscribe = client.onEvent(onEngineEvent);
+  running = false;
+  try {
+    adapter = await client.call('init');
+    showAdapter(adapter);
+    setState('ready');
+    if (lastSource) $('load-model').click();
+  } catch (e) {
+    showError(e.message);
+    setState('error');
+  }
+}
 
 async function start() {
   try {
@@ -169,6 +195,7 @@ $('load-model').addEventListener('click', async () => {
   updateRunButton();
   try {
     if (source.kind === 'url') await navigator.storage?.persist?.();
+    lastSource = source;
     const r = await client.call('loadModel', { source });
     modelReady = true;
     $('model-status').textContent = `Model ready: ${formatBytes(r.bytes)} on the GPU${r.downloaded ? `, ${formatBytes(r.downloaded)} downloaded` : ', nothing downloaded'}.`;
@@ -187,6 +214,7 @@ $('load-model').addEventListener('click', async () => {
 });
 
 $('cancel-load').addEventListener('click', () => client.call('cancel'));
+$('restart-engine').addEventListener('click', restartEngine);
 
 // ---------------------------------------------------------------------------------------------
 // Photo, mask, points
@@ -387,6 +415,7 @@ $('run-edit').addEventListener('click', async () => {
   try {
     const r = await client.call('edit', { request });
     result = { ...r, previews: previews.slice() };
+    for (const hit of r.cacheHits) setPhase(hit === 'lora' ? 'lora' : 'invert', 1, 'reused from the last edit of this photo');
     showResult(r, (performance.now() - started) / 1000);
     $('run-status').textContent = `Done in ${formatDuration((performance.now() - started) / 1000)}${r.cacheHits.length ? ` (reused: ${r.cacheHits.join(', ')})` : ''}.`;
     setState('done');

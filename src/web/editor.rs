@@ -156,6 +156,26 @@ fn plan<M: Module>(
     file_len: u64,
 ) -> Result<JsValue, JsError> {
     let header = Header::parse_named(file, header_bytes, Some(file_len)).map_err(js_error)?;
+    // Every tensor lives in one GPU buffer as f32 (the CLIP token table is split in ≤ 64 MiB
+    // blocks): refuse a model this adapter cannot hold before downloading it.
+    let adapter = report()?;
+    let limit = adapter
+        .max_storage_buffer_binding_size
+        .min(adapter.max_buffer_size);
+    let split_ok = |name: &str| name.ends_with("token_embedding.weight");
+    if let Some(t) = header
+        .tensors()
+        .iter()
+        .find(|t| !split_ok(&t.name) && t.num_elements() * 4 > limit)
+    {
+        return Err(invalid(format!(
+            "This GPU's WebGPU limits are too small for this model: tensor `{}` needs {} MiB in \
+             one buffer but the adapter allows {} MiB. Use a GPU (or browser) with larger limits.",
+            t.name,
+            (t.num_elements() * 4) >> 20,
+            limit >> 20
+        )));
+    }
     let chunks = plan_chunks(&header, MAX_CHUNK_BYTES);
     let module = p
         .module
