@@ -325,8 +325,9 @@ fn train_lora_runs_end_to_end_reports_progress_and_cancels() {
     assert_eq!(set.layers.len(), 128);
     assert!(set.layers.values().all(|p| p.rank == 4));
     // Same seed → same LoRA.
-    let (mut again, _) = pollster::block_on(train_lora(
-        frozen_unet(&device),
+    let mut again = frozen_unet(&device);
+    pollster::block_on(train_lora(
+        &mut again,
         &vae,
         &scheduler(),
         image.clone(),
@@ -343,8 +344,9 @@ fn train_lora_runs_end_to_end_reports_progress_and_cancels() {
     // Cancelled before the first step: nothing runs.
     let cancel = Cancel::new();
     cancel.cancel();
+    let mut cancelled = frozen_unet(&device);
     let r = pollster::block_on(train_lora(
-        frozen_unet(&device),
+        &mut cancelled,
         &vae,
         &scheduler(),
         image,
