@@ -84,6 +84,50 @@ pub async fn sync<const D: usize>(t: &Tensor<D>) -> Result<()> {
     }
 }
 
+/// Which direction a UNet-driven DDIM loop runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Invert,
+    Denoise,
+}
+
+/// The shared loop of [`invert`] and [`denoise`]: per timestep, predict ε, apply the step,
+/// wait for the device, report progress; cancellation is checked before each step.
+#[allow(clippy::too_many_arguments)]
+async fn ddim_loop(
+    direction: Direction,
+    unet: &UNet2DConditionModel,
+    scheduler: &DdimScheduler,
+    mut z: Tensor<4>,
+    timesteps: &[usize],
+    encoder_hidden_states: &Tensor<3>,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &Cancel,
+) -> Result<Tensor<4>> {
+    let of = timesteps.len();
+    let order: Box<dyn Iterator<Item = &usize>> = match direction {
+        Direction::Invert => Box::new(timesteps.iter().rev()),
+        Direction::Denoise => Box::new(timesteps.iter()),
+    };
+    for (i, &t) in order.enumerate() {
+        cancel.check()?;
+        let eps = unet
+            .forward(z.clone(), &[t as f32], encoder_hidden_states.clone(), &[])
+            .noise_pred;
+        let step = i + 1;
+        z = match direction {
+            Direction::Invert => scheduler.inversion_step(eps, t, z),
+            Direction::Denoise => scheduler.step(eps, t, z),
+        };
+        sync(&z).await?;
+        progress(match direction {
+            Direction::Invert => Progress::Invert { step, of },
+            Direction::Denoise => Progress::Denoise { step, of },
+        });
+    }
+    Ok(z)
+}
+
 /// DDIM inversion of `z0` to the first of `timesteps` (GoodDrag §3.1 / spec §1.8): for t in
 /// `timesteps` from the least noisy (1, 21, …, 741 for 50 steps at strength 0.75), predict ε at
 /// t on the current latent and apply [`DdimScheduler::inversion_step`]. Returns z_T.
@@ -99,18 +143,18 @@ pub async fn invert(
     progress: &mut dyn FnMut(Progress),
     cancel: &Cancel,
 ) -> Result<Tensor<4>> {
-    let mut z = z0;
-    let of = timesteps.len();
-    for (i, &t) in timesteps.iter().rev().enumerate() {
-        cancel.check()?;
-        let eps = unet
-            .forward(z.clone(), &[t as f32], encoder_hidden_states.clone(), &[])
-            .noise_pred;
-        z = scheduler.inversion_step(eps, t, z);
-        sync(&z).await?;
-        progress(Progress::Invert { step: i + 1, of });
-    }
-    Ok(z)
+    let d = Direction::Invert;
+    ddim_loop(
+        d,
+        unet,
+        scheduler,
+        z0,
+        timesteps,
+        encoder_hidden_states,
+        progress,
+        cancel,
+    )
+    .await
 }
 
 /// Plain DDIM denoising (η = 0) of `z` through `timesteps` (descending).
@@ -123,16 +167,16 @@ pub async fn denoise(
     progress: &mut dyn FnMut(Progress),
     cancel: &Cancel,
 ) -> Result<Tensor<4>> {
-    let mut z = z;
-    let of = timesteps.len();
-    for (i, &t) in timesteps.iter().enumerate() {
-        cancel.check()?;
-        let eps = unet
-            .forward(z.clone(), &[t as f32], encoder_hidden_states.clone(), &[])
-            .noise_pred;
-        z = scheduler.step(eps, t, z);
-        sync(&z).await?;
-        progress(Progress::Denoise { step: i + 1, of });
-    }
-    Ok(z)
+    let d = Direction::Denoise;
+    ddim_loop(
+        d,
+        unet,
+        scheduler,
+        z,
+        timesteps,
+        encoder_hidden_states,
+        progress,
+        cancel,
+    )
+    .await
 }
