@@ -158,3 +158,244 @@ pub async fn unet_sd15(
         phases,
     })
 }
+
+/// One phase of the default edit, measured once and multiplied by how often the default
+/// schedule runs it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EditPhase {
+    /// What ran.
+    pub name: String,
+    /// Milliseconds of one measured run (after a warm-up run that compiles the kernels).
+    pub millis: f64,
+    /// How many times the default edit (spec §1.18) runs it (an upper bound for the drag).
+    pub count_in_edit: usize,
+    /// The allocator after the phase.
+    pub memory: Option<MemoryReport>,
+}
+
+/// The synthetic full-edit benchmark's result.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EditBenchReport {
+    /// Latent size (64 for 512×512).
+    pub latent_size: usize,
+    /// Phases, in edit order.
+    pub phases: Vec<EditPhase>,
+    /// Σ millis × count.
+    pub extrapolated_total_millis: f64,
+    /// Peak resident memory of this process (Linux `VmHWM`): on the CPU device, the memory the
+    /// whole run needed, weights included.
+    pub host_peak_rss_bytes: Option<u64>,
+}
+
+/// Peak resident set size of this process from `/proc/self/status` (Linux only).
+pub fn host_peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Runs each phase of the default GoodDrag edit once on the full SD 1.5 UNet and VAE with
+/// random weights (nothing downloaded) at `latent_size` (64 = 512×512) through the real code
+/// paths: one LoRA step (one crop; the default step has 4), one inversion step, one reference
+/// step, one motion-supervision step (forward + backward to the latent + Adam), one tracking,
+/// one MasaCtrl denoising step (batch 2), VAE encode and decode. Each is run twice; the second
+/// run is timed. The total multiplies each by its count in the default schedule.
+pub async fn edit_sd15(
+    device: &Device,
+    latent_size: usize,
+    max_binding: u64,
+    progress: &mut dyn FnMut(&str),
+) -> Result<EditBenchReport> {
+    use crate::drag::PatchWeight;
+    use crate::drag::features::FeatureGeometry;
+    use crate::drag::motion::{MotionInputs, MotionSettings, motion_supervision_loss};
+    use crate::drag::tracking::track;
+    use crate::lora::{LoraSet, LoraTrainer, TrainSample};
+    use crate::models::vae::AutoencoderKLConfig;
+    use crate::optim::{Adam, AdamConfig};
+    use crate::rng::Rng;
+    use crate::schedulers::{DdimScheduler, DdimSchedulerConfig};
+
+    if latent_size < 8 || latent_size % 8 != 0 {
+        return Err(Error::InvalidInput(format!(
+            "latent size {latent_size}: use a multiple of 8 (64 for 512×512)"
+        )));
+    }
+    let device = device.clone().autodiff();
+    let budget = attention_budget(max_binding);
+    let mut unet = UNet2DConditionConfig::default()
+        .init(budget, &device)?
+        .no_grad();
+    let vae = AutoencoderKLConfig::default()
+        .init(budget, &device)?
+        .no_grad();
+    let sched = DdimScheduler::new(DdimSchedulerConfig::default(), 50)?;
+    let mut rng = Rng::new(0);
+    let n = 4 * latent_size * latent_size;
+    let latent = |rng: &mut Rng| {
+        Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(rng.normal_vec(n, 1.0), [1, 4, latent_size, latent_size]),
+            &device,
+        )
+    };
+    let ehs = Tensor::<3>::random([1, 77, 768], Distribution::Normal(0.0, 1.0), &device);
+    let image = Tensor::<4>::random(
+        [1, 3, 8 * latent_size, 8 * latent_size],
+        Distribution::Uniform(-1.0, 1.0),
+        &device,
+    );
+    let half = 4 * latent_size;
+    let geometry = FeatureGeometry {
+        map_height: latent_size,
+        map_width: latent_size,
+        feat_height: half,
+        feat_width: half,
+    };
+    let (handle, target) = (
+        [half as f64 * 0.4, half as f64 * 0.4],
+        [half as f64 * 0.4, half as f64 * 0.6],
+    );
+    let mut phases = Vec::new();
+
+    macro_rules! measure {
+        ($name:expr, $count:expr, $body:expr) => {{
+            for pass in 0..2 {
+                progress(&format!(
+                    "{} ({})",
+                    $name,
+                    if pass == 0 { "warm-up" } else { "timed" }
+                ));
+                let started = Instant::now();
+                $body;
+                if pass == 1 {
+                    phases.push(EditPhase {
+                        name: $name.to_string(),
+                        millis: started.elapsed().as_secs_f64() * 1e3,
+                        count_in_edit: $count,
+                        memory: memory_report(&device),
+                    });
+                }
+            }
+        }};
+    }
+
+    // VAE encode (once per edit; LoRA encodes its 4 crops once more).
+    measure!("VAE encode (posterior mean)", 1 + 4, {
+        let z = crate::pipeline::encode(&vae, image.clone());
+        read_f32(z.sum()).await?;
+    });
+
+    // LoRA: one crop's forward + backward + AdamW (the default step has 4 crops).
+    LoraSet::init_for(&mut unet, 16, &mut rng)?.attach(&mut unet, true, "bench", &device)?;
+    let mut trainer = LoraTrainer::new(&crate::lora::LoraConfig::default());
+    measure!("LoRA step, one crop (×4 crops × 70 steps)", 4 * 70, {
+        let s = TrainSample {
+            latents: latent(&mut rng),
+            noise: latent(&mut rng),
+            timestep: 500,
+        };
+        let (loss, grads) = LoraTrainer::gradients(&mut unet, &sched, &[s], &ehs)?;
+        trainer.step(&mut unet, grads);
+        read_f32(loss).await?;
+    });
+    unet = unet.no_grad();
+
+    measure!("DDIM inversion step", 38, {
+        let z = latent(&mut rng);
+        let eps = unet
+            .forward(z.clone(), &[741.0], ehs.clone(), &[])
+            .noise_pred;
+        read_f32(sched.inversion_step(eps, 741, z).sum()).await?;
+    });
+
+    let mut reference_vector = None;
+    let mut reference_patch = None;
+    measure!("reference trajectory step (features kept)", 7, {
+        let z = latent(&mut rng);
+        let out = unet.forward(z.clone(), &[741.0], ehs.clone(), &[2]);
+        let f = out
+            .up_block(2)
+            .cloned()
+            .ok_or_else(|| Error::InvalidInput("no up block 2".into()))?
+            .detach();
+        reference_patch = Some(geometry.integer_patch(&f, handle, 4));
+        reference_vector = Some(geometry.vector(&f, handle));
+        read_f32(sched.step(out.noise_pred, 741, z).sum()).await?;
+    });
+    let patches = vec![reference_patch.expect("measured")];
+    let vectors = vec![reference_vector.expect("measured")];
+
+    let z_prev0 = latent(&mut rng);
+    let mut features = None;
+    measure!(
+        "motion-supervision step (fwd + bwd to the latent + Adam)",
+        210,
+        {
+            let mut adam = Adam::<4>::new(AdamConfig::adam(0.02));
+            let z = latent(&mut rng).require_grad();
+            let out = unet.forward(z.clone(), &[741.0], ehs.clone(), &[2]);
+            let f = out
+                .up_block(2)
+                .cloned()
+                .ok_or_else(|| Error::InvalidInput("no up block 2".into()))?;
+            let z_prev = sched.step(out.noise_pred, 741, z.clone());
+            let loss = motion_supervision_loss(
+                &MotionInputs {
+                    features: &f,
+                    geometry,
+                    z_prev,
+                    reference_prev: &z_prev0,
+                    keep: None,
+                    reference_patches: Some(&patches),
+                    handles: &[handle],
+                    targets: &[target],
+                },
+                &MotionSettings {
+                    r1: 4,
+                    beta: 4.0,
+                    reach_distance: 2.0,
+                    lambda: 0.2,
+                    patch_weight: PatchWeight::TwoR,
+                },
+            );
+            let grads = loss.total.clone().backward();
+            let updated = adam
+                .step(vec![z.clone().detach()], vec![z.grad(&grads)])
+                .remove(0);
+            read_f32(updated.sum()).await?;
+            features = Some(f.detach());
+        }
+    );
+    let f = features.expect("measured");
+    measure!("point tracking", 77, {
+        track(&f, geometry, &vectors, &[handle], 12).await?;
+    });
+
+    unet.set_mutual_self_attention(Some(10));
+    measure!("denoising step with MasaCtrl (batch 2)", 31, {
+        let z = Tensor::cat(vec![latent(&mut rng), latent(&mut rng)], 0);
+        let e2 = Tensor::cat(vec![ehs.clone(), ehs.clone()], 0);
+        let eps = unet.forward(z.clone(), &[601.0], e2, &[]).noise_pred;
+        read_f32(sched.step(eps, 601, z).sum()).await?;
+    });
+    unet.set_mutual_self_attention(None);
+
+    measure!("VAE decode", 1, {
+        let img = crate::pipeline::decode(&vae, latent(&mut rng));
+        read_f32(img.sum()).await?;
+    });
+
+    let extrapolated_total_millis = phases
+        .iter()
+        .map(|p| p.millis * p.count_in_edit as f64)
+        .sum();
+    Ok(EditBenchReport {
+        latent_size,
+        phases,
+        extrapolated_total_millis,
+        host_peak_rss_bytes: host_peak_rss_bytes(),
+    })
+}

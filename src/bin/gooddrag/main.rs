@@ -115,6 +115,20 @@ enum Command {
     /// Benchmark the full-size SD 1.5 UNet with random weights (nothing downloaded) on the
     /// native wgpu device: time, peak device memory and largest buffer of one forward and one
     /// forward + backward to the latent.
+    /// Every phase of the default edit on the full SD 1.5 UNet + VAE with random weights (nothing
+    /// downloaded), measured once each and extrapolated by the default schedule's counts:
+    /// time, reserved device memory and the largest buffer per phase.
+    BenchSynthetic {
+        /// Latent size (image size / 8): 64 for 512×512.
+        #[arg(long, default_value_t = 64)]
+        latent: usize,
+        /// `wgpu` or `cpu`.
+        #[arg(long, default_value = "wgpu")]
+        device: String,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     BenchUnet {
         /// Latent size (image size / 8): 64 for 512×512.
         #[arg(long, default_value_t = 64)]
@@ -431,6 +445,70 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
                     result.output.len(),
                     result.input_grad.len()
                 );
+            }
+            Ok(())
+        }
+        Command::BenchSynthetic {
+            latent,
+            device,
+            json,
+        } => {
+            let (dev, adapter) = device::by_name(&device)?;
+            eprintln!(
+                "adapter: {} ({}, {}), shader-f16 {}, maxStorageBufferBindingSize {} MiB; SD 1.5, latent {latent}×{latent} (image {}×{})",
+                adapter.name,
+                adapter.backend,
+                adapter.device_type,
+                adapter.shader_f16,
+                adapter.max_storage_buffer_binding_size >> 20,
+                8 * latent,
+                8 * latent
+            );
+            let report = pollster::block_on(bench::edit_sd15(
+                &dev,
+                latent,
+                adapter.max_storage_buffer_binding_size,
+                &mut |p| eprintln!("  {p}"),
+            ))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "adapter": adapter, "report": report })
+                );
+            } else {
+                let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+                println!(
+                    "{:<58} {:>10} {:>6} {:>12} {:>14} {:>16}",
+                    "phase (f32)",
+                    "once (s)",
+                    "×",
+                    "in edit (s)",
+                    "reserved (MiB)",
+                    "largest (MiB)"
+                );
+                for p in &report.phases {
+                    let m = p.memory.unwrap_or_default();
+                    println!(
+                        "{:<58} {:>10.2} {:>6} {:>12.1} {:>14.0} {:>16.1}",
+                        p.name,
+                        p.millis / 1e3,
+                        p.count_in_edit,
+                        p.millis * p.count_in_edit as f64 / 1e3,
+                        mib(m.reserved_bytes),
+                        mib(m.largest_sliced_alloc_bytes)
+                    );
+                }
+                println!(
+                    "extrapolated default edit: {:.1} s on {}",
+                    report.extrapolated_total_millis / 1e3,
+                    adapter.name
+                );
+                if let Some(rss) = report.host_peak_rss_bytes {
+                    println!(
+                        "host peak resident memory: {:.0} MiB (the CPU device's whole need, weights included)",
+                        mib(rss)
+                    );
+                }
             }
             Ok(())
         }
