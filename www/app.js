@@ -479,16 +479,23 @@ $('import-points').addEventListener('change', async (e) => {
 });
 $('download-gif').addEventListener('click', () => {
   if (!result) return;
-  // Frames at the preview size: the original, each drag timestep's preview, the result (x4).
-  const w = result.previews[0]?.width ?? 64;
-  const h = result.previews[0]?.height ?? 64;
+  // Frames at up to 384 px wide: the original, each drag timestep's preview (upscaled from the
+  // latent resolution), then the result held for four frames.
+  const w = Math.min(photo.width, 384);
+  const h = Math.max(1, Math.round((photo.height * w) / photo.width));
   const scaled = (src) => {
     const c = new OffscreenCanvas(w, h);
-    c.getContext('2d').drawImage(src, 0, 0, w, h);
-    return c.getContext('2d').getImageData(0, 0, w, h).data;
+    const g = c.getContext('2d');
+    g.imageSmoothingQuality = 'high';
+    g.drawImage(src, 0, 0, w, h);
+    return g.getImageData(0, 0, w, h).data;
   };
   const frames = [scaled(photo.bitmap)];
-  for (const p of result.previews) frames.push(rgbToRgba(p.rgb));
+  for (const p of result.previews) {
+    const c = new OffscreenCanvas(p.width, p.height);
+    c.getContext('2d').putImageData(new ImageData(rgbToRgba(p.rgb), p.width, p.height), 0, 0);
+    frames.push(scaled(c));
+  }
   const finalFrame = scaled($('after'));
   for (let i = 0; i < 4; i++) frames.push(finalFrame);
   download(new Blob([encodeGif(frames, w, h, 500)], { type: 'image/gif' }), `${baseName()}-drag.gif`);
