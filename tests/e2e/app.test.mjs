@@ -185,7 +185,9 @@ test('full edit flow, cancel, re-edit from the cache, result tools, offline, sam
 
   // Cancel mid-run: the app stays usable.
   await page.click('#run-edit');
-  await page.waitForFunction(() => ['lora', 'invert'].includes(document.getElementById('app').dataset.lastProgress), null, { timeout: 300_000 });
+  // The first LoRA step of a page compiles every kernel of the UNet's forward and backward:
+  // minutes on SwiftShader.
+  await page.waitForFunction(() => ['lora', 'invert'].includes(document.getElementById('app').dataset.lastProgress), null, { timeout: 900_000 });
   await page.click('#cancel-edit');
   await waitState(page, ['cancelled', 'done', 'edit-error', 'error']);
   assert.equal(await page.getAttribute('#app', 'data-state'), 'cancelled', await page.textContent('#error'));
