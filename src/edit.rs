@@ -237,6 +237,7 @@ pub async fn run_edit_cached(
         config.prompt.as_bytes(),
         lora_json.as_bytes(),
     ]);
+    let trained_here = matches!(lora_choice, LoraChoice::Train) && config.use_lora;
     let cached_lora = match (&lora_choice, &cache.lora) {
         (LoraChoice::Train, Some((key, set))) if config.use_lora && *key == lora_key => {
             Some(set.clone())
@@ -286,6 +287,9 @@ pub async fn run_edit_cached(
         .to_vec();
     let lora_tag = match &lora_used {
         None => 0u64,
+        // A LoRA trained here (or reused from the cache) is a seeded function of what
+        // `lora_key` hashes: no need to hash its 3 M weights on every edit.
+        Some(_) if trained_here => lora_key,
         Some(set) => {
             let bytes: Vec<u8> = set
                 .layers

@@ -463,12 +463,9 @@ impl DragSession {
             .adam
             .step(vec![self.z.clone()], vec![grad])
             .remove(0);
-        let mut values = read_f32(loss.total.detach()).await?;
-        if let Some(d) = drag_value {
-            values.extend(read_f32(d).await?);
-        } else {
-            values.push(0.0);
-        }
+        // One readback for both numbers (each is a device round trip in the browser).
+        let drag_value = drag_value.unwrap_or_else(|| loss.total.zeros_like());
+        let values = read_f32(Tensor::cat(vec![loss.total.detach(), drag_value], 0)).await?;
         let (total, drag) = (values[0], values[1]);
         if !total.is_finite() {
             return Err(Error::Readback(format!(
