@@ -7,15 +7,16 @@
 //! features); forward + backward with respect to the latent is one motion-supervision step
 //! (GoodDrag §3.3): gradients flow into the latent only, never into the weights.
 
-use std::time::Instant;
-
 use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::Serialize;
 
+use crate::clock::now_ms;
 use crate::models::attention::attention_budget;
 use crate::models::unet_2d_condition::{PerBlock, UNet2DConditionConfig};
+use crate::models::vae::AutoencoderKLConfig;
 use crate::probe::read_f32;
+use crate::progress::Cancel;
 use crate::{Error, Result};
 
 /// GoodDrag reads the features of `up_blocks[2]` (spec §1.10).
@@ -35,8 +36,10 @@ pub struct MemoryReport {
     /// Σ page size × most pages ever held, over the sliced pools only (activations and other
     /// transient tensors), since the device started.
     pub sliced_peak_bytes: u64,
-    /// The largest single allocation served by the sliced pools, in requested bytes. No
-    /// allocation at all can exceed the device's maxStorageBufferBindingSize (burn's page limit).
+    /// The largest single allocation served by the sliced pools, in requested bytes (0 where
+    /// the pools do not track it: WebGPU in Chromium). An allocation over the page limit
+    /// (min of maxStorageBufferBindingSize and maxBufferSize) is never served: its kernels fail
+    /// with "can't allocate buffer" when they run (and are silently skipped in a dry run).
     pub largest_sliced_alloc_bytes: u64,
 }
 
@@ -49,6 +52,16 @@ pub fn memory_report(device: &Device) -> Option<MemoryReport> {
         sliced_peak_bytes: pools.iter().map(|p| p.page_size * p.pages_peak).sum(),
         largest_sliced_alloc_bytes: pools.iter().map(|p| p.largest_alloc).max().unwrap_or(0),
     })
+}
+
+/// The autodiff twin of `device`, with burn's balanced gradient checkpointing if asked.
+fn autodiff_device(device: &Device, checkpointing: bool) -> Device {
+    let device = device.clone().autodiff();
+    if checkpointing {
+        device.gradient_checkpointing()
+    } else {
+        device
+    }
 }
 
 /// One measured phase.
@@ -74,19 +87,78 @@ pub struct UNetBenchReport {
     pub parameters: usize,
     /// Attention score chunk budget in bytes.
     pub attention_budget_bytes: usize,
+    /// Whether gradient checkpointing was on.
+    pub checkpointing: bool,
+    /// Memory only (kernels compiled, not run): times are meaningless.
+    pub dry_run: bool,
     /// Forward (weights are initialised lazily during the first, so it is not timed as a phase),
     /// then a timed forward, then a timed forward + backward to the latent.
     pub phases: Vec<PhaseReport>,
 }
 
-/// Runs the full-size SD 1.5 UNet with random weights: one warm-up forward (initialises the
-/// weights and compiles the kernels), one timed forward, one timed forward + backward with
-/// respect to the latent. `max_binding` is the device's `maxStorageBufferBindingSize`.
+/// How [`unet_sd15`] and [`edit_synthetic`] run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BenchOptions {
+    /// Latent height and width (64 for 512×512).
+    pub latent_size: usize,
+    /// Run everything once untimed first (initialises the weights, compiles the kernels).
+    /// Without it the first run's time includes both; memory is the same. On a software
+    /// adapter (lavapipe) skipping it saves one full pass of each phase.
+    pub warm_up: bool,
+    /// burn's balanced gradient checkpointing (memory-bound ops recomputed in backward).
+    pub checkpointing: bool,
+    /// Measure memory only (see [`MemoryPlan`]): times are then meaningless.
+    pub dry_run: bool,
+}
+
+/// A memory-only measurement: while it lives, cubecl compiles every kernel launch and drops it
+/// instead of running it, and new memory pages are carved without device backing — the
+/// allocator still measures every allocation (page high-water, largest allocation, reserved
+/// bytes) exactly as a real run would make them. A full-size 512×512 pass then costs kernel
+/// compilation only, even on a software adapter (lavapipe). Values read back are meaningless,
+/// so callers must not branch on them beyond what shapes decide (tracking picks an index in
+/// range either way). Native only: the browser measures real runs.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct MemoryPlan(#[allow(dead_code)] cubecl_runtime::dry_run::DryRun);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl MemoryPlan {
+    /// Starts a memory-only measurement (process-wide until dropped).
+    pub fn start() -> Self {
+        Self(cubecl_runtime::dry_run::DryRun::new())
+    }
+}
+
+/// Whether a [`MemoryPlan`] is active (readbacks are meaningless then).
+fn planning_only() -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        cubecl_runtime::dry_run::dry_run()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        false
+    }
+}
+
+/// Runs the full-size SD 1.5 UNet with random weights: (optionally) one warm-up forward, one
+/// timed forward, one timed forward + backward with respect to the latent. `max_binding` is
+/// the device's `maxStorageBufferBindingSize`.
 pub async fn unet_sd15(
     device: &Device,
-    latent_size: usize,
+    options: BenchOptions,
     max_binding: u64,
 ) -> Result<UNetBenchReport> {
+    let BenchOptions {
+        latent_size,
+        warm_up,
+        checkpointing,
+        dry_run,
+    } = options;
+    #[cfg(not(target_arch = "wasm32"))]
+    let _plan = dry_run.then(MemoryPlan::start);
+    #[cfg(target_arch = "wasm32")]
+    let _ = dry_run;
     if latent_size == 0 || latent_size % 8 != 0 {
         return Err(Error::InvalidInput(format!(
             "latent size {latent_size}: use a positive multiple of 8 (64 for 512×512 images)"
@@ -94,14 +166,11 @@ pub async fn unet_sd15(
     }
     let config = UNet2DConditionConfig::default();
     let budget = attention_budget(max_binding);
-    let device = device.clone().autodiff();
+    let device = autodiff_device(device, checkpointing);
     // Gradients go to the latent only: the weights never require them.
     let unet = config.init(budget, &device)?.no_grad();
     let parameters = unet.num_params();
-    let cross_dim = match &config.cross_attention_dim {
-        PerBlock::One(d) => *d,
-        PerBlock::Many(d) => d.first().copied().unwrap_or(768),
-    };
+    let cross_dim = cross_attention_dim(&config);
 
     let shape = [1, config.in_channels, latent_size, latent_size];
     let latent = || Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
@@ -110,7 +179,7 @@ pub async fn unet_sd15(
     let mut phases = Vec::new();
 
     let mut run = async |name: &str, backward: bool| -> Result<()> {
-        let started = Instant::now();
+        let started = now_ms();
         let z = if backward {
             latent().require_grad()
         } else {
@@ -132,27 +201,37 @@ pub async fn unet_sd15(
             loss
         };
         let value = read_f32(check).await?[0];
-        if !value.is_finite() {
+        if !value.is_finite() && !planning_only() {
             return Err(Error::Readback(format!(
                 "{name}: non-finite result {value}"
             )));
         }
         phases.push(PhaseReport {
             name: name.into(),
-            millis: started.elapsed().as_secs_f64() * 1e3,
+            millis: now_ms() - started,
             memory: memory_report(&device),
         });
         Ok(())
     };
-    run(
-        "warm-up forward (weights initialised, kernels compiled)",
-        false,
-    )
-    .await?;
-    run("UNet forward", false).await?;
+    if warm_up {
+        run(
+            "warm-up forward (weights initialised, kernels compiled)",
+            false,
+        )
+        .await?;
+        run("UNet forward", false).await?;
+    } else {
+        run(
+            "UNet forward (first: weights initialised, kernels compiled)",
+            false,
+        )
+        .await?;
+    }
     run("UNet forward + backward to the latent", true).await?;
     Ok(UNetBenchReport {
         latent_size,
+        checkpointing,
+        dry_run,
         parameters,
         attention_budget_bytes: budget,
         phases,
@@ -174,12 +253,60 @@ pub struct EditPhase {
     pub memory: Option<MemoryReport>,
 }
 
+/// The architecture a synthetic benchmark builds (random weights).
+#[derive(Debug, Clone)]
+pub struct SyntheticModel {
+    /// Shown in reports: `SD 1.5` or what the caller names it.
+    pub name: String,
+    /// The UNet.
+    pub unet: UNet2DConditionConfig,
+    /// The VAE.
+    pub vae: AutoencoderKLConfig,
+}
+
+impl SyntheticModel {
+    /// Stable Diffusion 1.5 (the diffusers defaults of both configs).
+    pub fn sd15() -> Self {
+        Self {
+            name: "SD 1.5".into(),
+            unet: UNet2DConditionConfig::default(),
+            vae: AutoencoderKLConfig::default(),
+        }
+    }
+
+    /// Any SD-family architecture from its diffusers `unet/config.json` and `vae/config.json`
+    /// (e.g. the tiny test model, or SD 2.1-base).
+    pub fn from_json(name: &str, unet_json: &str, vae_json: &str) -> Result<Self> {
+        Ok(Self {
+            name: name.into(),
+            unet: UNet2DConditionConfig::from_json(unet_json)?,
+            vae: AutoencoderKLConfig::from_json(vae_json)?,
+        })
+    }
+}
+
+/// The width of the text embeddings a UNet config cross-attends to.
+fn cross_attention_dim(config: &UNet2DConditionConfig) -> usize {
+    match &config.cross_attention_dim {
+        PerBlock::One(d) => *d,
+        PerBlock::Many(d) => d.first().copied().unwrap_or(768),
+    }
+}
+
 /// The synthetic full-edit benchmark's result.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EditBenchReport {
+    /// What was built.
+    pub model: String,
+    /// Parameters of the UNet.
+    pub unet_parameters: usize,
     /// Latent size (64 for 512×512).
     pub latent_size: usize,
+    /// Whether gradient checkpointing was on.
+    pub checkpointing: bool,
+    /// Memory only (kernels compiled, not run): times are meaningless.
+    pub dry_run: bool,
     /// Phases, in edit order.
     pub phases: Vec<EditPhase>,
     /// Σ millis × count.
@@ -197,41 +324,57 @@ pub fn host_peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Runs each phase of the default GoodDrag edit once on the full SD 1.5 UNet and VAE with
-/// random weights (nothing downloaded) at `latent_size` (64 = 512×512) through the real code
+/// Runs each phase of the default GoodDrag edit once on `model` (the full SD 1.5 UNet and VAE,
+/// or another SD-family architecture) with random weights (nothing downloaded) at
+/// `latent_size` (64 = 512×512) through the real code
 /// paths: one LoRA step (one crop; the default step has 4), one inversion step, one reference
 /// step, one motion-supervision step (forward + backward to the latent + Adam), one tracking,
-/// one MasaCtrl denoising step (batch 2), VAE encode and decode. Each is run twice; the second
-/// run is timed. The total multiplies each by its count in the default schedule.
-pub async fn edit_sd15(
+/// one MasaCtrl denoising step (batch 2), VAE encode and decode. Each is run twice (once
+/// without `options.warm_up`); the last run is timed. The total multiplies each by its count in the default schedule. `cancel` is
+/// checked before every run.
+pub async fn edit_synthetic(
     device: &Device,
-    latent_size: usize,
+    model: &SyntheticModel,
+    options: BenchOptions,
     max_binding: u64,
     progress: &mut dyn FnMut(&str),
+    cancel: &Cancel,
 ) -> Result<EditBenchReport> {
     use crate::drag::PatchWeight;
     use crate::drag::features::FeatureGeometry;
     use crate::drag::motion::{MotionInputs, MotionSettings, motion_supervision_loss};
     use crate::drag::tracking::track;
     use crate::lora::{LoraSet, LoraTrainer, TrainSample};
-    use crate::models::vae::AutoencoderKLConfig;
     use crate::optim::{Adam, AdamConfig};
     use crate::rng::Rng;
     use crate::schedulers::{DdimScheduler, DdimSchedulerConfig};
 
+    let BenchOptions {
+        latent_size,
+        warm_up,
+        checkpointing,
+        dry_run,
+    } = options;
     if latent_size < 8 || latent_size % 8 != 0 {
         return Err(Error::InvalidInput(format!(
             "latent size {latent_size}: use a multiple of 8 (64 for 512×512)"
         )));
     }
-    let device = device.clone().autodiff();
+    #[cfg(not(target_arch = "wasm32"))]
+    let _plan = dry_run.then(MemoryPlan::start);
+    #[cfg(target_arch = "wasm32")]
+    if dry_run {
+        return Err(Error::InvalidInput(
+            "a memory-only (dry) run is native only".into(),
+        ));
+    }
+    let passes = if warm_up { 2 } else { 1 };
+    let device = autodiff_device(device, checkpointing);
     let budget = attention_budget(max_binding);
-    let mut unet = UNet2DConditionConfig::default()
-        .init(budget, &device)?
-        .no_grad();
-    let vae = AutoencoderKLConfig::default()
-        .init(budget, &device)?
-        .no_grad();
+    let mut unet = model.unet.init(budget, &device)?.no_grad();
+    let unet_parameters = unet.num_params();
+    let cross_dim = cross_attention_dim(&model.unet);
+    let vae = model.vae.init(budget, &device)?.no_grad();
     let sched = DdimScheduler::new(DdimSchedulerConfig::default(), 50)?;
     let mut rng = Rng::new(0);
     let n = 4 * latent_size * latent_size;
@@ -241,7 +384,7 @@ pub async fn edit_sd15(
             &device,
         )
     };
-    let ehs = Tensor::<3>::random([1, 77, 768], Distribution::Normal(0.0, 1.0), &device);
+    let ehs = Tensor::<3>::random([1, 77, cross_dim], Distribution::Normal(0.0, 1.0), &device);
     let image = Tensor::<4>::random(
         [1, 3, 8 * latent_size, 8 * latent_size],
         Distribution::Uniform(-1.0, 1.0),
@@ -262,18 +405,20 @@ pub async fn edit_sd15(
 
     macro_rules! measure {
         ($name:expr, $count:expr, $body:expr) => {{
-            for pass in 0..2 {
+            for pass in 0..passes {
+                cancel.check()?;
+                let timed = pass + 1 == passes;
                 progress(&format!(
                     "{} ({})",
                     $name,
-                    if pass == 0 { "warm-up" } else { "timed" }
+                    if timed { "timed" } else { "warm-up" }
                 ));
-                let started = Instant::now();
+                let started = now_ms();
                 $body;
-                if pass == 1 {
+                if timed {
                     phases.push(EditPhase {
                         name: $name.to_string(),
-                        millis: started.elapsed().as_secs_f64() * 1e3,
+                        millis: now_ms() - started,
                         count_in_edit: $count,
                         memory: memory_report(&device),
                     });
@@ -393,7 +538,11 @@ pub async fn edit_sd15(
         .map(|p| p.millis * p.count_in_edit as f64)
         .sum();
     Ok(EditBenchReport {
+        model: model.name.clone(),
+        unet_parameters,
         latent_size,
+        checkpointing,
+        dry_run,
         phases,
         extrapolated_total_millis,
         host_peak_rss_bytes: host_peak_rss_bytes(),

@@ -2,7 +2,6 @@
 //! Diffusion 1.5, one Rust core behind three faces — the browser app (wasm + WebGPU in a Web
 //! Worker), the native CLI and the test suite. See `DESIGN.md` (shared) for the architecture.
 
-#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod benchmark;

@@ -281,6 +281,78 @@ fn dai_matches_hand_computed_values() {
     assert_eq!(v["mean"]["paper"]["1"].as_f64(), Some(1.5));
 }
 
+/// `bench-synthetic` on the tiny architecture: every phase of the edit runs through the real
+/// code paths on both devices (on wgpu with gradient checkpointing), and the report adds up.
+#[test]
+fn bench_synthetic_runs_every_phase_of_the_edit() {
+    for (device, checkpointing) in [("cpu", false), ("wgpu", true)] {
+        let mut cmd = bin();
+        cmd.args([
+            "bench-synthetic",
+            "--latent",
+            "8",
+            "--json",
+            "--device",
+            device,
+        ])
+        .arg("--architecture")
+        .arg(fixture_dir());
+        if checkpointing {
+            cmd.arg("--checkpointing");
+        }
+        let (ok, stdout, stderr) = run(&mut cmd);
+        assert!(ok, "{device}: {stderr}");
+        let out: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+        let report = &out["report"];
+        assert_eq!(report["latentSize"], 8);
+        assert_eq!(report["checkpointing"], checkpointing);
+        assert!(report["model"].as_str().unwrap().contains("tiny-sd"));
+        let phases = report["phases"].as_array().unwrap();
+        let names: Vec<&str> = phases.iter().map(|p| p["name"].as_str().unwrap()).collect();
+        for want in [
+            "VAE encode",
+            "LoRA step",
+            "inversion",
+            "reference",
+            "motion-supervision",
+            "tracking",
+            "MasaCtrl",
+            "VAE decode",
+        ] {
+            assert!(
+                names.iter().any(|n| n.contains(want)),
+                "{want} in {names:?}"
+            );
+        }
+        let mut total = 0.0;
+        for p in phases {
+            let millis = p["millis"].as_f64().unwrap();
+            assert!(millis > 0.0, "{p}");
+            total += millis * p["countInEdit"].as_f64().unwrap();
+            if device == "wgpu" {
+                let largest = p["memory"]["largestSlicedAllocBytes"].as_u64().unwrap();
+                let limit = out["adapter"]["maxStorageBufferBindingSize"]
+                    .as_u64()
+                    .unwrap();
+                assert!(largest > 0 && largest <= limit, "{p}");
+                assert!(p["memory"]["reservedBytes"].as_u64().unwrap() > 0);
+            } else {
+                assert!(
+                    p["memory"].is_null(),
+                    "the CPU device keeps no allocator report"
+                );
+            }
+        }
+        let reported = report["extrapolatedTotalMillis"].as_f64().unwrap();
+        assert!(
+            (total - reported).abs() <= 1e-9 * total,
+            "{total} vs {reported}"
+        );
+    }
+    let (ok, _, stderr) = run(bin().args(["bench-synthetic", "--device", "cpu", "--latent", "12"]));
+    assert!(!ok && stderr.contains("latent size 12"), "{stderr}");
+}
+
 #[test]
 fn bad_inputs_fail_with_clear_messages() {
     let dir = scratch("errors");

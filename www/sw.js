@@ -7,7 +7,7 @@ const CACHE = 'gooddrag-shell-v1';
 const SHELL = [
   './', './index.html', './style.css', './app.js', './engine-client.js', './worker.js', './format.js',
   './edit-state.js', './canvas-view.js', './config-form.js', './gif.js', './weights.js', './weights-plan.js',
-  './manifest.webmanifest', './pkg/gooddrag.js', './pkg/gooddrag_bg.wasm',
+  './bench.html', './bench.js', './manifest.webmanifest', './pkg/gooddrag.js', './pkg/gooddrag_bg.wasm',
 ];
 
 self.addEventListener('install', (event) => {

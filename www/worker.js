@@ -34,6 +34,7 @@ const methods = {
       download = null;
     }
   },
+  benchSynthetic: ({ request }) => engine.benchSynthetic(request, (line) => emit('bench', { line })),
   edit: async ({ request }) => {
     const result = await engine.edit(request, (p) => emit('progress', { tag: request.tag ?? null, progress: p }));
     return result;

@@ -302,6 +302,11 @@ pub fn unload_model() -> Result<(), JsError> {
     Ok(())
 }
 
+/// The engine's cancel flag (shared by edits and the benchmark; `cancelEdit` sets it).
+pub(super) fn cancel_flag() -> Cancel {
+    CANCEL.with(Clone::clone)
+}
+
 /// Requests cancellation of the running edit; it stops within one step and keeps the model.
 #[wasm_bindgen(js_name = cancelEdit)]
 pub fn cancel_edit() {

@@ -11,6 +11,7 @@ use burn::tensor::Device;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
+mod bench;
 mod editor;
 
 use crate::device::AdapterReport;

@@ -112,9 +112,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Benchmark the full-size SD 1.5 UNet with random weights (nothing downloaded) on the
-    /// native wgpu device: time, peak device memory and largest buffer of one forward and one
-    /// forward + backward to the latent.
     /// Every phase of the default edit on the full SD 1.5 UNet + VAE with random weights (nothing
     /// downloaded), measured once each and extrapolated by the default schedule's counts:
     /// time, reserved device memory and the largest buffer per phase.
@@ -125,14 +122,47 @@ enum Command {
         /// `wgpu` or `cpu`.
         #[arg(long, default_value = "wgpu")]
         device: String,
+        /// Build the architecture from this diffusers folder's `unet/config.json` and
+        /// `vae/config.json` instead of SD 1.5 (weights are still random; none are read).
+        #[arg(long)]
+        architecture: Option<PathBuf>,
+        /// Turn on burn's balanced gradient checkpointing for the backward passes.
+        #[arg(long)]
+        checkpointing: bool,
+        /// Run each phase once (no warm-up run; the time then includes kernel compilation).
+        #[arg(long)]
+        no_warm_up: bool,
+        /// Measure memory only: every kernel is compiled but not run and pages get no device
+        /// backing, while the allocator measures exactly the allocations a real run makes
+        /// (cubecl's DryRun). Times are then meaningless; a 512×512 pass takes minutes even on
+        /// lavapipe.
+        #[arg(long)]
+        dry_run: bool,
         /// Print the report as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark the full-size SD 1.5 UNet with random weights (nothing downloaded) on the
+    /// native wgpu device: time, peak device memory and largest buffer of one forward and one
+    /// forward + backward to the latent.
     BenchUnet {
         /// Latent size (image size / 8): 64 for 512×512.
         #[arg(long, default_value_t = 64)]
         latent: usize,
+        /// Skip the untimed warm-up forward (the first forward then includes weight
+        /// initialisation and kernel compilation; memory is unaffected). Saves one full forward
+        /// on a software adapter.
+        #[arg(long)]
+        no_warm_up: bool,
+        /// Turn on burn's balanced gradient checkpointing for the backward pass.
+        #[arg(long)]
+        checkpointing: bool,
+        /// Measure memory only: every kernel is compiled but not run and pages get no device
+        /// backing, while the allocator measures exactly the allocations a real run makes
+        /// (cubecl's DryRun). Times are then meaningless; a 512×512 pass takes minutes even on
+        /// lavapipe.
+        #[arg(long)]
+        dry_run: bool,
         /// Print the report as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -451,24 +481,63 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
         Command::BenchSynthetic {
             latent,
             device,
+            architecture,
+            checkpointing,
+            no_warm_up,
+            dry_run,
             json,
         } => {
+            let model = match &architecture {
+                None => bench::SyntheticModel::sd15(),
+                Some(dir) => {
+                    let read = |part: &str| {
+                        let path = dir.join(part).join("config.json");
+                        std::fs::read_to_string(&path).map_err(|e| {
+                            Error::InvalidInput(format!("cannot read `{}`: {e}", path.display()))
+                        })
+                    };
+                    bench::SyntheticModel::from_json(
+                        &dir.display().to_string(),
+                        &read("unet")?,
+                        &read("vae")?,
+                    )?
+                }
+            };
             let (dev, adapter) = device::by_name(&device)?;
             eprintln!(
-                "adapter: {} ({}, {}), shader-f16 {}, maxStorageBufferBindingSize {} MiB; SD 1.5, latent {latent}×{latent} (image {}×{})",
+                "adapter: {} ({}, {}), shader-f16 {}, maxStorageBufferBindingSize {} MiB; {}, latent {latent}×{latent} (image {}×{}){}",
                 adapter.name,
                 adapter.backend,
                 adapter.device_type,
                 adapter.shader_f16,
                 adapter.max_storage_buffer_binding_size >> 20,
+                model.name,
                 8 * latent,
-                8 * latent
+                8 * latent,
+                if checkpointing {
+                    ", gradient checkpointing"
+                } else {
+                    ""
+                }
             );
-            let report = pollster::block_on(bench::edit_sd15(
+            if dry_run && device != "wgpu" {
+                return Err(Error::InvalidInput(
+                    "--dry-run measures the wgpu allocator; use --device wgpu".into(),
+                ));
+            }
+            let options = bench::BenchOptions {
+                latent_size: latent,
+                warm_up: !no_warm_up && !dry_run,
+                checkpointing,
+                dry_run,
+            };
+            let report = pollster::block_on(bench::edit_synthetic(
                 &dev,
-                latent,
+                &model,
+                options,
                 adapter.max_storage_buffer_binding_size,
                 &mut |p| eprintln!("  {p}"),
+                &Cancel::new(),
             ))?;
             if json {
                 println!(
@@ -499,9 +568,14 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
                     );
                 }
                 println!(
-                    "extrapolated default edit: {:.1} s on {}",
+                    "extrapolated default edit: {:.1} s on {}{}",
                     report.extrapolated_total_millis / 1e3,
-                    adapter.name
+                    adapter.name,
+                    if report.dry_run {
+                        " (dry run: memory only, times meaningless)"
+                    } else {
+                        ""
+                    }
                 );
                 if let Some(rss) = report.host_peak_rss_bytes {
                     println!(
@@ -512,7 +586,13 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
             }
             Ok(())
         }
-        Command::BenchUnet { latent, json } => {
+        Command::BenchUnet {
+            latent,
+            no_warm_up,
+            checkpointing,
+            dry_run,
+            json,
+        } => {
             let (device, adapter) = device::wgpu()?;
             eprintln!(
                 "adapter: {} ({}), maxStorageBufferBindingSize {} MiB; SD 1.5 UNet, latent {latent}×{latent}",
@@ -520,9 +600,15 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
                 adapter.backend,
                 adapter.max_storage_buffer_binding_size >> 20
             );
+            let options = bench::BenchOptions {
+                latent_size: latent,
+                warm_up: !no_warm_up && !dry_run,
+                checkpointing,
+                dry_run,
+            };
             let report = pollster::block_on(bench::unet_sd15(
                 &device,
-                latent,
+                options,
                 adapter.max_storage_buffer_binding_size,
             ))?;
             if json {
@@ -531,10 +617,16 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
             } else {
                 let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
                 println!(
-                    "SD 1.5 UNet, {} parameters, latent {l}×{l}, attention chunk budget {:.0} MiB, on {}",
+                    "SD 1.5 UNet, {} parameters, latent {l}×{l}, attention chunk budget {:.0} MiB, gradient checkpointing {}, on {}{}",
                     report.parameters,
                     report.attention_budget_bytes as f64 / (1u64 << 20) as f64,
+                    if report.checkpointing { "on" } else { "off" },
                     adapter.name,
+                    if report.dry_run {
+                        " (dry run: memory only, times meaningless)"
+                    } else {
+                        ""
+                    },
                     l = report.latent_size
                 );
                 println!(

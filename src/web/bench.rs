@@ -1,0 +1,86 @@
+//! The synthetic benchmark in the browser (`www/bench.html`): the same
+//! [`edit_synthetic`](crate::bench::edit_synthetic) the native `gooddrag bench-synthetic` runs,
+//! on the page's WebGPU device.
+
+use serde::Deserialize;
+use wasm_bindgen::prelude::*;
+
+use super::{device, editor, js_error, report, to_js};
+use crate::bench::{BenchOptions, SyntheticModel, edit_synthetic};
+use crate::error::Error;
+
+/// `benchSynthetic` request.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BenchRequest {
+    /// Latent size (64 for 512×512).
+    #[serde(default = "default_latent")]
+    latent: usize,
+    /// burn's balanced gradient checkpointing.
+    #[serde(default)]
+    checkpointing: bool,
+    /// A name for the architecture below (shown in the report).
+    #[serde(default)]
+    name: Option<String>,
+    /// diffusers `unet/config.json` content; SD 1.5 when both configs are absent.
+    #[serde(default)]
+    unet_config: Option<String>,
+    /// diffusers `vae/config.json` content.
+    #[serde(default)]
+    vae_config: Option<String>,
+}
+
+fn default_latent() -> usize {
+    64
+}
+
+/// Runs every phase of the default edit once on random weights and resolves to
+/// `{ adapter, report }` (see `EditBenchReport`). `request`: `{ latent?: 64, checkpointing?:
+/// false, name?, unetConfig?, vaeConfig? }` (configs as JSON text; both or neither).
+/// `onProgress` receives a line before each run; `cancelEdit()` stops it between runs.
+#[wasm_bindgen(js_name = benchSynthetic)]
+pub async fn bench_synthetic(
+    request: JsValue,
+    on_progress: js_sys::Function,
+) -> Result<JsValue, JsError> {
+    let request: BenchRequest = serde_wasm_bindgen::from_value(request)
+        .map_err(|e| js_error(Error::InvalidInput(format!("bench request: {e}"))))?;
+    let model = match (&request.unet_config, &request.vae_config) {
+        (None, None) => SyntheticModel::sd15(),
+        (Some(unet), Some(vae)) => {
+            SyntheticModel::from_json(request.name.as_deref().unwrap_or("custom"), unet, vae)
+                .map_err(js_error)?
+        }
+        _ => {
+            return Err(js_error(Error::InvalidInput(
+                "bench request: give both unetConfig and vaeConfig, or neither (SD 1.5)".into(),
+            )));
+        }
+    };
+    let dev = device()?;
+    let adapter = report()?;
+    let cancel = editor::cancel_flag();
+    cancel.reset();
+    let mut progress = |line: &str| {
+        let _ = on_progress.call1(&JsValue::NULL, &JsValue::from_str(line));
+    };
+    let options = BenchOptions {
+        latent_size: request.latent,
+        warm_up: true,
+        checkpointing: request.checkpointing,
+        dry_run: false,
+    };
+    let result = edit_synthetic(
+        &dev,
+        &model,
+        options,
+        adapter.max_storage_buffer_binding_size,
+        &mut progress,
+        &cancel,
+    )
+    .await;
+    // The random model is dropped here; give its pages back before anything else runs.
+    dev.memory_cleanup();
+    let report = result.map_err(js_error)?;
+    to_js(&serde_json::json!({ "adapter": adapter, "report": report }))
+}
