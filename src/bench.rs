@@ -54,13 +54,13 @@ pub fn memory_report(device: &Device) -> Option<MemoryReport> {
     })
 }
 
-/// The autodiff twin of `device`, with burn's balanced gradient checkpointing if asked.
+/// The autodiff twin of `device`: the editor's ([`crate::device::training`], with gradient
+/// checkpointing) or, to measure what checkpointing saves, one without.
 fn autodiff_device(device: &Device, checkpointing: bool) -> Device {
-    let device = device.clone().autodiff();
     if checkpointing {
-        device.gradient_checkpointing()
+        crate::device::training(device)
     } else {
-        device
+        device.clone().autodiff()
     }
 }
 
@@ -407,6 +407,9 @@ pub async fn edit_synthetic(
         ($name:expr, $count:expr, $body:expr) => {{
             for pass in 0..passes {
                 cancel.check()?;
+                // Give back the pages earlier phases left, so the reserved bytes read after
+                // this phase are this phase's own need (weights included).
+                device.memory_cleanup();
                 let timed = pass + 1 == passes;
                 progress(&format!(
                     "{} ({})",

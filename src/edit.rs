@@ -444,7 +444,7 @@ mod load_dir {
             device: &Device,
             max_binding: u64,
         ) -> Result<Self> {
-            let device = device.clone().autodiff();
+            let device = crate::device::training(device);
             let budget = attention_budget(max_binding);
             let unet_dir = dir.join("unet");
             let unet = UNet2DConditionConfig::from_json(&read(&unet_dir.join("config.json"))?)?

@@ -297,8 +297,8 @@ fn bench_synthetic_runs_every_phase_of_the_edit() {
         ])
         .arg("--architecture")
         .arg(fixture_dir());
-        if checkpointing {
-            cmd.arg("--checkpointing");
+        if !checkpointing {
+            cmd.arg("--no-checkpointing");
         }
         let (ok, stdout, stderr) = run(&mut cmd);
         assert!(ok, "{device}: {stderr}");

@@ -367,7 +367,7 @@ fn bad_inputs_give_clear_errors() {
 
 #[test]
 fn motion_supervision_gradient_matches_finite_differences() {
-    let device = device::cpu().0.autodiff();
+    let device = device::training(&device::cpu().0);
     let (c, h, w) = (3, 6, 6);
     let geometry = FeatureGeometry {
         map_height: h,

@@ -25,7 +25,7 @@ fn points(e: &Expected) -> Vec<[f64; 2]> {
 /// level a backend's different summation order can flip a sign, moving the latent gradient by
 /// a few 1e-5 relative (lavapipe: 8.8e-5 measured vs 2.6e-6 on the CPU).
 fn drag_step_matches(device: &Device, grad_tol: f32) {
-    let ad = device.clone().autodiff();
+    let ad = device::training(device);
     let e = expected("drag");
     let json =
         std::fs::read_to_string(fixture_dir().join("scheduler/scheduler_config.json")).unwrap();

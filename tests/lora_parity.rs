@@ -80,7 +80,7 @@ fn set_error(a: &LoraSet, b: &LoraSet) -> f32 {
 }
 
 fn training_steps_match(device: &Device) {
-    let ad = device.clone().autodiff();
+    let ad = device::training(device);
     let e = expected("lora");
     let ehs = expected("clip")["last_hidden_state_empty"].tensor::<3>(&ad);
     let sched = scheduler();
@@ -263,7 +263,7 @@ fn fresh_lora_leaves_the_unet_output_unchanged() {
 
 #[test]
 fn training_lowers_the_loss_and_touches_only_lora_weights() {
-    let device = device::cpu().0.autodiff();
+    let device = device::training(&device::cpu().0);
     let e = expected("lora");
     let ehs = expected("clip")["last_hidden_state_empty"].tensor::<3>(&device);
     let sched = scheduler();
@@ -295,7 +295,7 @@ fn training_lowers_the_loss_and_touches_only_lora_weights() {
 
 #[test]
 fn train_lora_runs_end_to_end_reports_progress_and_cancels() {
-    let device = device::cpu().0.autodiff();
+    let device = device::training(&device::cpu().0);
     let vae = load_vae(&device, false);
     let ehs = expected("clip")["last_hidden_state_empty"].tensor::<3>(&device);
     let image = expected("inversion")["image"].tensor::<4>(&device);

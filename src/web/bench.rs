@@ -16,8 +16,8 @@ struct BenchRequest {
     /// Latent size (64 for 512×512).
     #[serde(default = "default_latent")]
     latent: usize,
-    /// burn's balanced gradient checkpointing.
-    #[serde(default)]
+    /// Gradient checkpointing as the editor uses it (default on; off to compare).
+    #[serde(default = "default_checkpointing")]
     checkpointing: bool,
     /// A name for the architecture below (shown in the report).
     #[serde(default)]
@@ -34,9 +34,13 @@ fn default_latent() -> usize {
     64
 }
 
+fn default_checkpointing() -> bool {
+    true
+}
+
 /// Runs every phase of the default edit once on random weights and resolves to
 /// `{ adapter, report }` (see `EditBenchReport`). `request`: `{ latent?: 64, checkpointing?:
-/// false, name?, unetConfig?, vaeConfig? }` (configs as JSON text; both or neither).
+/// true, name?, unetConfig?, vaeConfig? }` (configs as JSON text; both or neither).
 /// `onProgress` receives a line before each run; `cancelEdit()` stops it between runs.
 #[wasm_bindgen(js_name = benchSynthetic)]
 pub async fn bench_synthetic(

@@ -86,7 +86,7 @@ fn field(obj: &JsValue, name: &str) -> Option<String> {
 /// strings). Replaces any loaded model.
 #[wasm_bindgen(js_name = beginModel)]
 pub fn begin_model(files: JsValue) -> Result<(), JsError> {
-    let dev = device()?.autodiff();
+    let dev = crate::device::training(&device()?);
     let budget = attention_budget(report()?.max_storage_buffer_binding_size);
     let need = |name: &str| {
         field(&files, name).ok_or_else(|| invalid(format!("model file `{name}` is missing")))
@@ -257,7 +257,7 @@ fn finish<M: Module>(p: &mut Part<M>, name: &str) -> Result<M, JsError> {
 /// Completes the model; edits can run afterwards.
 #[wasm_bindgen(js_name = finishModel)]
 pub fn finish_model() -> Result<(), JsError> {
-    let dev = device()?.autodiff();
+    let dev = crate::device::training(&device()?);
     let models = with_loading(|l| {
         Ok(Models {
             unet: finish(&mut l.unet, "unet")?.no_grad(),

@@ -126,9 +126,9 @@ enum Command {
         /// `vae/config.json` instead of SD 1.5 (weights are still random; none are read).
         #[arg(long)]
         architecture: Option<PathBuf>,
-        /// Turn on burn's balanced gradient checkpointing for the backward passes.
+        /// Turn off the gradient checkpointing the editor uses (to measure what it saves).
         #[arg(long)]
-        checkpointing: bool,
+        no_checkpointing: bool,
         /// Run each phase once (no warm-up run; the time then includes kernel compilation).
         #[arg(long)]
         no_warm_up: bool,
@@ -154,9 +154,9 @@ enum Command {
         /// on a software adapter.
         #[arg(long)]
         no_warm_up: bool,
-        /// Turn on burn's balanced gradient checkpointing for the backward pass.
+        /// Turn off the gradient checkpointing the editor uses (to measure what it saves).
         #[arg(long)]
-        checkpointing: bool,
+        no_checkpointing: bool,
         /// Measure memory only: every kernel is compiled but not run and pages get no device
         /// backing, while the allocator measures exactly the allocations a real run makes
         /// (cubecl's DryRun). Times are then meaningless; a 512×512 pass takes minutes even on
@@ -482,7 +482,7 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
             latent,
             device,
             architecture,
-            checkpointing,
+            no_checkpointing,
             no_warm_up,
             dry_run,
             json,
@@ -514,8 +514,8 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
                 model.name,
                 8 * latent,
                 8 * latent,
-                if checkpointing {
-                    ", gradient checkpointing"
+                if no_checkpointing {
+                    ", no gradient checkpointing"
                 } else {
                     ""
                 }
@@ -528,7 +528,7 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
             let options = bench::BenchOptions {
                 latent_size: latent,
                 warm_up: !no_warm_up && !dry_run,
-                checkpointing,
+                checkpointing: !no_checkpointing,
                 dry_run,
             };
             let report = pollster::block_on(bench::edit_synthetic(
@@ -589,7 +589,7 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
         Command::BenchUnet {
             latent,
             no_warm_up,
-            checkpointing,
+            no_checkpointing,
             dry_run,
             json,
         } => {
@@ -603,7 +603,7 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
             let options = bench::BenchOptions {
                 latent_size: latent,
                 warm_up: !no_warm_up && !dry_run,
-                checkpointing,
+                checkpointing: !no_checkpointing,
                 dry_run,
             };
             let report = pollster::block_on(bench::unet_sd15(
