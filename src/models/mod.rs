@@ -4,6 +4,7 @@
 pub mod tokenizer;
 
 pub mod attention;
+pub mod banded;
 pub mod clip;
 pub mod embeddings;
 pub mod resnet;

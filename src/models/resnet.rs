@@ -180,7 +180,7 @@ pub fn upsample_nearest(x: Tensor<4>, [oh, ow]: [usize; 2]) -> Tensor<4> {
 }
 
 /// Nearest ×2 as PyTorch's `scale_factor=2.0` (`src = ⌊dst / 2⌋`). x: `[b, c, h, w]` → `[b, c, 2h, 2w]`.
-fn upsample_nearest2x(x: Tensor<4>, [oh, ow]: [usize; 2]) -> Tensor<4> {
+pub fn upsample_nearest2x(x: Tensor<4>, [oh, ow]: [usize; 2]) -> Tensor<4> {
     let index = |out: usize| -> Vec<i64> { (0..out).map(|d| (d / 2) as i64).collect() };
     gather_hw(x, index(oh), index(ow))
 }

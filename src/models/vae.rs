@@ -9,6 +9,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::banded::{Bands, bands_needed};
 use super::resnet::conv;
 use super::unet_2d_blocks::{DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D};
 use crate::{Error, Result};
@@ -185,6 +186,7 @@ impl AutoencoderKLConfig {
             up_blocks,
             conv_norm_out: norm_out(boc[0]),
             conv_out: conv(boc[0], self.out_channels, 3, device),
+            max_buffer_bytes: max_attention_bytes,
         };
 
         let c2 = 2 * self.latent_channels;
@@ -243,6 +245,10 @@ pub struct Decoder {
     pub conv_norm_out: GroupNorm,
     /// To image channels.
     pub conv_out: Conv2d,
+    /// The largest buffer one activation may take (the device's binding limit, as the
+    /// attention budget); up blocks whose activations would not fit run on row bands
+    /// ([`crate::models::banded`]), with identical results.
+    pub max_buffer_bytes: usize,
 }
 
 impl Decoder {
@@ -250,10 +256,29 @@ impl Decoder {
     pub fn forward(&self, z: Tensor<4>) -> Tensor<4> {
         let mut x = self.conv_in.forward(z);
         x = self.mid_block.forward(x);
+        // Whole tensors while every activation fits one buffer; row bands from the first up
+        // block whose activations would not (at 512×512 in f32: the last two), to the end.
+        let mut bands: Option<Bands> = None;
         for block in &self.up_blocks {
-            x = block.forward(x);
+            let dims = bands.as_ref().map_or_else(|| x.dims(), Bands::largest_dims);
+            let n = bands_needed(block.peak_elements(dims), dims[2], self.max_buffer_bytes);
+            bands = match bands.take() {
+                Some(b) => Some(block.forward_bands(b.refine(n))),
+                None if n > 1 => Some(block.forward_bands(Bands::split(x.clone(), n))),
+                None => {
+                    x = block.forward(x);
+                    None
+                }
+            };
         }
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        match bands {
+            Some(b) => b
+                .group_norm(&self.conv_norm_out)
+                .silu()
+                .conv(&self.conv_out)
+                .merge(),
+            None => self.conv_out.forward(silu(self.conv_norm_out.forward(x))),
+        }
     }
 }
 

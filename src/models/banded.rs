@@ -1,0 +1,296 @@
+//! Row bands: the VAE decoder's full-resolution layers evaluated exactly on horizontal bands of
+//! the activation, so that no single buffer exceeds the device's binding limit.
+//!
+//! At 512×512 the SD 1.5 decoder's last up blocks hold 256 channels × 512² = 256 MiB in f32,
+//! twice WebGPU's default `maxStorageBufferBindingSize`; such an allocation fails when its
+//! kernel runs ("can't allocate buffer"). Here each of those activations is a list of
+//! `[b, c, rows, w]` tensors stacked along the height, and every layer is computed so the
+//! result equals the whole-tensor computation (not a tiled approximation with seams):
+//! - 3×3 convolutions read one halo row from each neighbouring band (zeros at the image edge,
+//!   which is the convolution's own zero padding);
+//! - GroupNorm statistics are taken over all bands (two passes: mean, then centred variance);
+//! - nearest ×2 upsampling, SiLU, residual additions and 1×1 convolutions are per band.
+//!
+//! Only inference uses this (decoding is never differentiated).
+
+use burn::nn::GroupNorm;
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+use burn::tensor::activation::silu;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+
+use super::resnet::{ResnetBlock2D, Upsample2D, upsample_nearest2x};
+use super::unet_2d_blocks::UpDecoderBlock2D;
+
+/// An activation `[b, c, h, w]` held as bands of rows, top to bottom.
+#[derive(Debug, Clone)]
+pub struct Bands(Vec<Tensor<4>>);
+
+impl Bands {
+    /// Splits `x` into `n` bands of (nearly) equal height (at least one row each).
+    pub fn split(x: Tensor<4>, n: usize) -> Self {
+        let [_, _, h, _] = x.dims();
+        let n = n.clamp(1, h.max(1));
+        let rows = h.div_ceil(n);
+        let mut parts = Vec::with_capacity(n);
+        let mut start = 0;
+        while start < h {
+            let len = rows.min(h - start);
+            parts.push(x.clone().narrow(2, start, len));
+            start += len;
+        }
+        Self(parts)
+    }
+
+    /// Splits every band into up to `n` bands.
+    pub fn refine(self, n: usize) -> Self {
+        if n <= 1 {
+            return self;
+        }
+        Self(
+            self.0
+                .into_iter()
+                .flat_map(|band| Self::split(band, n).0)
+                .collect(),
+        )
+    }
+
+    /// The tallest band's shape.
+    pub fn largest_dims(&self) -> [usize; 4] {
+        self.0
+            .iter()
+            .map(|t| t.dims())
+            .max_by_key(|d| d[2])
+            .unwrap_or([0; 4])
+    }
+
+    /// The whole tensor (only when it fits one buffer).
+    pub fn merge(self) -> Tensor<4> {
+        Tensor::cat(self.0, 2)
+    }
+
+    /// Number of bands.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no bands.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn map(self, f: impl Fn(Tensor<4>) -> Tensor<4>) -> Self {
+        Self(self.0.into_iter().map(f).collect())
+    }
+
+    fn add(self, other: Self) -> Self {
+        Self(
+            self.0
+                .into_iter()
+                .zip(other.0)
+                .map(|(a, b)| a + b)
+                .collect(),
+        )
+    }
+
+    /// A 3×3 (or any odd k×k, stride 1, "same" padding) convolution: each band is extended by
+    /// k/2 rows of its neighbours (zeros at the top and bottom of the image) and convolved
+    /// without row padding.
+    pub fn conv(&self, conv: &Conv2d) -> Self {
+        let [k, _] = conv.kernel_size;
+        let halo = k / 2;
+        let weight = conv.weight.val();
+        let bias = conv.bias.as_ref().map(|b| b.val());
+        let options = ConvOptions::new([1, 1], [0, halo], [1, 1], 1);
+        let n = self.0.len();
+        let out = (0..n)
+            .map(|i| {
+                let band = &self.0[i];
+                if halo == 0 {
+                    return conv2d(band.clone(), weight.clone(), bias.clone(), options.clone());
+                }
+                let [b, c, _, w] = band.dims();
+                let zeros = || Tensor::zeros([b, c, halo, w], &band.device());
+                let above = if i > 0 {
+                    self.rows_before(i, halo)
+                } else {
+                    zeros()
+                };
+                let below = if i + 1 < n {
+                    self.rows_after(i, halo)
+                } else {
+                    zeros()
+                };
+                let extended = Tensor::cat(vec![above, band.clone(), below], 2);
+                conv2d(extended, weight.clone(), bias.clone(), options.clone())
+            })
+            .collect();
+        Self(out)
+    }
+
+    /// The `halo` rows just above band `i` (from the bands before it).
+    fn rows_before(&self, i: usize, halo: usize) -> Tensor<4> {
+        let mut need = halo;
+        let mut pieces = Vec::new();
+        let mut j = i;
+        while need > 0 && j > 0 {
+            j -= 1;
+            let h = self.0[j].dims()[2];
+            let take = need.min(h);
+            pieces.push(self.0[j].clone().narrow(2, h - take, take));
+            need -= take;
+        }
+        pieces.reverse();
+        let t = Tensor::cat(pieces, 2);
+        if need > 0 {
+            let zeros = t.zeros_like().narrow(2, 0, 1).repeat_dim(2, need);
+            Tensor::cat(vec![zeros, t], 2)
+        } else {
+            t
+        }
+    }
+
+    /// The `halo` rows just below band `i` (from the bands after it).
+    fn rows_after(&self, i: usize, halo: usize) -> Tensor<4> {
+        let mut need = halo;
+        let mut pieces = Vec::new();
+        let mut j = i + 1;
+        while need > 0 && j < self.0.len() {
+            let h = self.0[j].dims()[2];
+            let take = need.min(h);
+            pieces.push(self.0[j].clone().narrow(2, 0, take));
+            need -= take;
+            j += 1;
+        }
+        let t = Tensor::cat(pieces, 2);
+        if need > 0 {
+            let zeros = t.zeros_like().narrow(2, 0, 1).repeat_dim(2, need);
+            Tensor::cat(vec![t, zeros], 2)
+        } else {
+            t
+        }
+    }
+
+    /// GroupNorm with statistics over every band: mean first, then the centred variance (as
+    /// PyTorch's population variance), then each band normalised with the shared statistics.
+    pub fn group_norm(&self, norm: &GroupNorm) -> Self {
+        let g = norm.num_groups;
+        let grouped = |x: &Tensor<4>| {
+            let [b, c, h, w] = x.dims();
+            x.clone().reshape([b, g, (c / g) * h * w])
+        };
+        let count: usize = self
+            .0
+            .iter()
+            .map(|x| {
+                let [_, c, h, w] = x.dims();
+                (c / g) * h * w
+            })
+            .sum();
+        let sum = self
+            .0
+            .iter()
+            .map(|x| grouped(x).sum_dim(2))
+            .reduce(|a, b| a + b)
+            .expect("at least one band");
+        let mean = sum / count as f64; // [b, g, 1]
+        let sq = self
+            .0
+            .iter()
+            .map(|x| (grouped(x) - mean.clone()).powi_scalar(2).sum_dim(2))
+            .reduce(|a, b| a + b)
+            .expect("at least one band");
+        let inv_std = (sq / count as f64 + norm.epsilon).sqrt().recip();
+        let gamma = norm.gamma.as_ref().map(|p| p.val());
+        let beta = norm.beta.as_ref().map(|p| p.val());
+        self.clone().map(|x| {
+            let [b, c, h, w] = x.dims();
+            let y = ((grouped(&x) - mean.clone()) * inv_std.clone()).reshape([b, c, h, w]);
+            let y = match &gamma {
+                Some(gm) => y * gm.clone().reshape([1, c, 1, 1]),
+                None => y,
+            };
+            match &beta {
+                Some(bt) => y + bt.clone().reshape([1, c, 1, 1]),
+                None => y,
+            }
+        })
+    }
+
+    /// SiLU per band.
+    pub fn silu(self) -> Self {
+        self.map(silu)
+    }
+}
+
+impl ResnetBlock2D {
+    /// [`forward`](Self::forward) (without time embedding, as in the VAE) on bands.
+    pub fn forward_bands(&self, x: Bands) -> Bands {
+        let h = x.group_norm(&self.norm1).silu().conv(&self.conv1);
+        let h = h.group_norm(&self.norm2).silu().conv(&self.conv2);
+        let skip = match &self.conv_shortcut {
+            Some(shortcut) => x.conv(shortcut),
+            None => x,
+        };
+        let out = skip.add(h);
+        if self.output_scale_factor != 1.0 {
+            let s = self.output_scale_factor;
+            out.map(|t| t / s)
+        } else {
+            out
+        }
+    }
+}
+
+impl Upsample2D {
+    /// Nearest ×2 + convolution on bands (each band's rows double; exact, since output row
+    /// `r` reads input row `⌊r/2⌋` of the same band).
+    pub fn forward_bands(&self, x: Bands) -> Bands {
+        x.map(|t| {
+            let [_, _, h, w] = t.dims();
+            upsample_nearest2x(t, [2 * h, 2 * w])
+        })
+        .conv(&self.conv)
+    }
+}
+
+impl UpDecoderBlock2D {
+    /// [`forward`](Self::forward) on bands.
+    pub fn forward_bands(&self, mut x: Bands) -> Bands {
+        for resnet in &self.resnets {
+            x = resnet.forward_bands(x);
+        }
+        for up in &self.upsamplers {
+            x = up.forward_bands(x);
+        }
+        x
+    }
+
+    /// The largest activation this block holds at once for an input `[b, c_in, h, w]`, in
+    /// f32 elements: the widest of its channel counts at its output resolution.
+    pub fn peak_elements(&self, [b, c_in, h, w]: [usize; 4]) -> usize {
+        let c_out = self
+            .resnets
+            .last()
+            .map_or(c_in, |r| r.conv2.weight.dims()[0]);
+        let scale = if self.upsamplers.is_empty() { 1 } else { 2 };
+        let widest = c_in.max(c_out);
+        // Inside the block, before the upsampler: input or output channels at input size;
+        // after it: output channels at twice the size.
+        (b * widest * h * w).max(b * c_out * h * scale * w * scale)
+    }
+}
+
+/// How many bands an activation of `elements` f32 values with `rows` rows needs so that each
+/// band, with one halo row above and below, fits `max_bytes`.
+pub fn bands_needed(elements: usize, rows: usize, max_bytes: usize) -> usize {
+    let bytes = elements * 4;
+    if bytes <= max_bytes || rows == 0 {
+        return 1;
+    }
+    let row_bytes = bytes.div_ceil(rows);
+    // Band rows r with (r + 2) · row_bytes ≤ max_bytes.
+    let max_rows = (max_bytes / row_bytes).saturating_sub(2).max(1);
+    rows.div_ceil(max_rows)
+}
