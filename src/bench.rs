@@ -117,15 +117,35 @@ pub struct BenchOptions {
 /// bytes) exactly as a real run would make them. A full-size 512×512 pass then costs kernel
 /// compilation only, even on a software adapter (lavapipe). Values read back are meaningless,
 /// so callers must not branch on them beyond what shapes decide (tracking picks an index in
-/// range either way). Native only: the browser measures real runs.
-#[cfg(not(target_arch = "wasm32"))]
-pub struct MemoryPlan(#[allow(dead_code)] cubecl_runtime::dry_run::DryRun);
+/// range either way). An allocation the device refuses (over its page limit) fails only when
+/// its kernel runs, so a dry run cannot see it. Native only: the browser measures real runs.
+pub struct MemoryPlan {
+    #[cfg(not(target_arch = "wasm32"))]
+    _guard: cubecl_runtime::dry_run::DryRun,
+}
 
-#[cfg(not(target_arch = "wasm32"))]
 impl MemoryPlan {
     /// Starts a memory-only measurement (process-wide until dropped).
-    pub fn start() -> Self {
-        Self(cubecl_runtime::dry_run::DryRun::new())
+    pub fn start() -> Result<Self> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            Ok(Self {
+                _guard: cubecl_runtime::dry_run::DryRun::new(),
+            })
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            Err(Error::InvalidInput(
+                "a memory-only (dry) run is native only".into(),
+            ))
+        }
+    }
+}
+
+impl BenchOptions {
+    /// The memory-only measurement these options ask for, if any (held for the whole run).
+    fn plan(&self) -> Result<Option<MemoryPlan>> {
+        self.dry_run.then(MemoryPlan::start).transpose()
     }
 }
 
@@ -149,16 +169,8 @@ pub async fn unet_sd15(
     options: BenchOptions,
     max_binding: u64,
 ) -> Result<UNetBenchReport> {
-    let BenchOptions {
-        latent_size,
-        warm_up,
-        checkpointing,
-        dry_run,
-    } = options;
-    #[cfg(not(target_arch = "wasm32"))]
-    let _plan = dry_run.then(MemoryPlan::start);
-    #[cfg(target_arch = "wasm32")]
-    let _ = dry_run;
+    let _plan = options.plan()?;
+    let latent_size = options.latent_size;
     if latent_size == 0 || latent_size % 8 != 0 {
         return Err(Error::InvalidInput(format!(
             "latent size {latent_size}: use a positive multiple of 8 (64 for 512×512 images)"
@@ -166,7 +178,7 @@ pub async fn unet_sd15(
     }
     let config = UNet2DConditionConfig::default();
     let budget = attention_budget(max_binding);
-    let device = autodiff_device(device, checkpointing);
+    let device = autodiff_device(device, options.checkpointing);
     // Gradients go to the latent only: the weights never require them.
     let unet = config.init(budget, &device)?.no_grad();
     let parameters = unet.num_params();
@@ -213,7 +225,7 @@ pub async fn unet_sd15(
         });
         Ok(())
     };
-    if warm_up {
+    if options.warm_up {
         run(
             "warm-up forward (weights initialised, kernels compiled)",
             false,
@@ -230,8 +242,8 @@ pub async fn unet_sd15(
     run("UNet forward + backward to the latent", true).await?;
     Ok(UNetBenchReport {
         latent_size,
-        checkpointing,
-        dry_run,
+        checkpointing: options.checkpointing,
+        dry_run: options.dry_run,
         parameters,
         attention_budget_bytes: budget,
         phases,
@@ -360,14 +372,7 @@ pub async fn edit_synthetic(
             "latent size {latent_size}: use a multiple of 8 (64 for 512×512)"
         )));
     }
-    #[cfg(not(target_arch = "wasm32"))]
-    let _plan = dry_run.then(MemoryPlan::start);
-    #[cfg(target_arch = "wasm32")]
-    if dry_run {
-        return Err(Error::InvalidInput(
-            "a memory-only (dry) run is native only".into(),
-        ));
-    }
+    let _plan = options.plan()?;
     let passes = if warm_up { 2 } else { 1 };
     let device = autodiff_device(device, checkpointing);
     let budget = attention_budget(max_binding);
