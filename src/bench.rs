@@ -482,44 +482,54 @@ pub async fn edit_synthetic(
     let vectors = vec![reference_vector.expect("measured")];
 
     let z_prev0 = latent(&mut rng);
+    // The area outside the editable region: the left half of the latent (a mask term as in an
+    // edit with a painted mask).
+    let keep = Tensor::<4>::ones([1, 1, latent_size, latent_size / 2], &device).pad(
+        (0, latent_size - latent_size / 2, 0, 0),
+        burn::tensor::ops::PadMode::Constant(0.0),
+    );
     let mut features = None;
     measure!(
         "motion-supervision step (fwd + bwd to the latent + Adam)",
         210,
         {
             let mut adam = Adam::<4>::new(AdamConfig::adam(0.02));
-            let z = latent(&mut rng).require_grad();
-            let out = unet.forward(z.clone(), &[741.0], ehs.clone(), &[2]);
-            let f = out
-                .up_block(2)
-                .cloned()
-                .ok_or_else(|| Error::InvalidInput("no up block 2".into()))?;
-            let z_prev = sched.step(out.noise_pred, 741, z.clone());
-            let loss = motion_supervision_loss(
-                &MotionInputs {
-                    features: &f,
-                    geometry,
-                    z_prev,
-                    reference_prev: &z_prev0,
-                    keep: None,
-                    reference_patches: Some(&patches),
-                    handles: &[handle],
-                    targets: &[target],
+            let z = latent(&mut rng);
+            // The editor's path: record, loss, backward by layer-wise recomputation.
+            let fb = unet.forward_backward(
+                z.clone(),
+                &[741.0],
+                ehs.clone(),
+                Some(2),
+                &mut |x| {
+                    let f = x.features.as_ref().expect("tapped features");
+                    let z_prev = sched.step(x.noise_pred.clone(), 741, x.sample.clone());
+                    Ok(motion_supervision_loss(
+                        &MotionInputs {
+                            features: f,
+                            geometry,
+                            z_prev,
+                            reference_prev: &z_prev0,
+                            keep: Some(&keep),
+                            reference_patches: Some(&patches),
+                            handles: &[handle],
+                            targets: &[target],
+                        },
+                        &MotionSettings {
+                            r1: 4,
+                            beta: 4.0,
+                            reach_distance: 2.0,
+                            lambda: 0.2,
+                            patch_weight: PatchWeight::TwoR,
+                        },
+                    )
+                    .total)
                 },
-                &MotionSettings {
-                    r1: 4,
-                    beta: 4.0,
-                    reach_distance: 2.0,
-                    lambda: 0.2,
-                    patch_weight: PatchWeight::TwoR,
-                },
-            );
-            let grads = loss.total.clone().backward();
-            let updated = adam
-                .step(vec![z.clone().detach()], vec![z.grad(&grads)])
-                .remove(0);
+                &mut |_| {},
+            )?;
+            let updated = adam.step(vec![z], vec![Some(fb.sample_grad)]).remove(0);
             read_f32(updated.sum()).await?;
-            features = Some(f.detach());
+            features = fb.features;
         }
     );
     let f = features.expect("measured");

@@ -35,6 +35,7 @@ pub use points::{Frame, Point, PointPairs, PointsFile};
 
 use crate::error::{Error, Result};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
+use crate::models::unet_recompute::Recorded;
 use crate::optim::{Adam, AdamConfig};
 use crate::pipeline::sync;
 use crate::probe::read_f32;
@@ -259,31 +260,36 @@ impl DragSession {
         })
     }
 
-    /// UNet pass with the feature tap. Returns (ε, features).
+    /// UNet pass with the feature tap. Returns (ε, features). It runs the same forward as
+    /// the supervision steps ([`UNet2DConditionModel::record`], no autodiff), so the reference
+    /// branch and the edited branch round alike: at the first supervision step the mask
+    /// term is exactly zero, as in the reference implementation.
     fn forward_features(
         &self,
         unet: &UNet2DConditionModel,
         z: Tensor<4>,
         t: usize,
     ) -> Result<(Tensor<4>, Tensor<4>)> {
-        let out = unet.forward(
+        let recorded = self.record_forward(unet, z, t)?;
+        let features = recorded
+            .features
+            .expect("record returns the tapped features");
+        Ok((recorded.noise_pred, features))
+    }
+
+    /// The forward of a supervision step, layer inputs kept for the backward.
+    fn record_forward(
+        &self,
+        unet: &UNet2DConditionModel,
+        z: Tensor<4>,
+        t: usize,
+    ) -> Result<Recorded> {
+        unet.record(
             z,
             &[t as f32],
             self.ehs.clone(),
-            &[self.config.feature_up_block],
-        );
-        let feat = out
-            .up_block_features
-            .into_iter()
-            .next()
-            .map(|(_, f)| f)
-            .ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "the UNet has no up block {} to read features from (feature_up_block)",
-                    self.config.feature_up_block
-                ))
-            })?;
-        Ok((out.noise_pred, feat))
+            Some(self.config.feature_up_block),
+        )
     }
 
     /// One unit of work; returns `true` once the run is done.
@@ -416,10 +422,13 @@ impl DragSession {
         if !first && self.stop_if_done(progress) {
             return Ok(());
         }
-        // 2. Forward with gradient to the latent only.
-        let z = self.z.clone().detach().require_grad();
-        let (eps, feat) = self.forward_features(unet, z.clone(), t)?;
-        let z_prev = self.scheduler.step(eps, t, z.clone());
+        // 2. Forward, keeping each layer's input for the backward by recomputation
+        //    (memory: one layer's graph at a time instead of the whole UNet's).
+        let recorded = self.record_forward(unet, self.z.clone(), t)?;
+        let feat = recorded
+            .features
+            .clone()
+            .expect("record returns the tapped features");
         let g = self.geometry_for(&feat);
         // 3. Track at the start of the timestep, on this timestep's features.
         if first {
@@ -431,41 +440,50 @@ impl DragSession {
                 return Ok(());
             }
         }
-        // 4. Loss, backward, Adam.
+        // 4. Loss, backward (gradient to the latent only), Adam.
         let reference = &self.references[i];
-        let loss = motion_supervision_loss(
-            &MotionInputs {
-                features: &feat,
-                geometry: g,
-                z_prev,
-                reference_prev: &reference.z_prev,
-                keep: self.keep.as_ref(),
-                reference_patches: self
-                    .config
-                    .information_preserving
-                    .then_some(&reference.patches[..]),
-                handles: &self.handles,
-                targets: &self.targets,
+        let settings = self.settings();
+        let mut drag_value = None;
+        let fb = unet.backward(
+            recorded,
+            &mut |x| {
+                let z_prev = self
+                    .scheduler
+                    .step(x.noise_pred.clone(), t, x.sample.clone());
+                let features = x.features.as_ref().expect("tapped features");
+                let loss = motion_supervision_loss(
+                    &MotionInputs {
+                        features,
+                        geometry: g,
+                        z_prev,
+                        reference_prev: &reference.z_prev,
+                        keep: self.keep.as_ref(),
+                        reference_patches: self
+                            .config
+                            .information_preserving
+                            .then_some(&reference.patches[..]),
+                        handles: &self.handles,
+                        targets: &self.targets,
+                    },
+                    &settings,
+                );
+                drag_value = loss.drag.map(|d| d.detach());
+                // Nothing to pull and no mask term: the loss is constant and its gradient zero
+                // (PyTorch's Adam then leaves the latent unchanged but still counts the step).
+                Ok(loss.total)
             },
-            &self.settings(),
-        );
-        let drag_value = loss.drag.as_ref().map(|d| d.clone().detach());
-        let grad = if loss.drag.is_none() && (self.keep.is_none() || self.config.lambda == 0.0) {
-            // Nothing to pull and no mask term: a zero gradient (PyTorch's Adam then leaves
-            // the latent unchanged but still counts the step).
-            Some(self.z.zeros_like())
-        } else {
-            let grads = loss.total.clone().backward();
-            z.grad(&grads)
-        };
+            &mut |_| {},
+        )?;
+        let loss_total = fb.loss;
+        let grad = Some(fb.sample_grad);
         let current = self.current.as_mut().expect("drag timestep state");
         self.z = current
             .adam
             .step(vec![self.z.clone()], vec![grad])
             .remove(0);
         // One readback for both numbers (each is a device round trip in the browser).
-        let drag_value = drag_value.unwrap_or_else(|| loss.total.zeros_like());
-        let values = read_f32(Tensor::cat(vec![loss.total.detach(), drag_value], 0)).await?;
+        let drag_value = drag_value.unwrap_or_else(|| loss_total.zeros_like());
+        let values = read_f32(Tensor::cat(vec![loss_total, drag_value], 0)).await?;
         let (total, drag) = (values[0], values[1]);
         if !total.is_finite() {
             return Err(Error::Readback(format!(

@@ -110,31 +110,33 @@ impl LoraTrainer {
         let mut total: Option<Tensor<1>> = None;
         for s in samples {
             let noisy = scheduler.add_noise(s.latents.clone(), s.noise.clone(), &[s.timestep])?;
-            let pred = unet
-                .forward(
-                    noisy,
-                    &[s.timestep as f32],
-                    encoder_hidden_states.clone(),
-                    &[],
-                )
-                .noise_pred;
-            let loss = (pred - s.noise.clone())
-                .powi_scalar(2)
-                .mean()
-                .div_scalar(n as f64);
+            // Backward by layer-wise recomputation: one layer's graph alive at a time.
+            let fb = unet.forward_backward(
+                noisy,
+                &[s.timestep as f32],
+                encoder_hidden_states.clone(),
+                None,
+                &mut |x| {
+                    Ok((x.noise_pred.clone() - s.noise.clone())
+                        .powi_scalar(2)
+                        .mean()
+                        .div_scalar(n as f64))
+                },
+                &mut |grads| {
+                    for (sum, p) in sums.iter_mut().zip(&params) {
+                        if let Some(g) = p.grad(grads) {
+                            *sum = Some(match sum.take() {
+                                Some(acc) => acc + g,
+                                None => g,
+                            });
+                        }
+                    }
+                },
+            )?;
             total = Some(match total {
-                Some(t) => t + loss.clone().detach(),
-                None => loss.clone().detach(),
+                Some(t) => t + fb.loss,
+                None => fb.loss,
             });
-            let grads = loss.backward();
-            for (sum, p) in sums.iter_mut().zip(&params) {
-                if let Some(g) = p.grad(&grads) {
-                    *sum = Some(match sum.take() {
-                        Some(acc) => acc + g,
-                        None => g,
-                    });
-                }
-            }
         }
         Ok((total.expect("n > 0"), sums))
     }

@@ -10,4 +10,5 @@ pub mod embeddings;
 pub mod resnet;
 pub mod unet_2d_blocks;
 pub mod unet_2d_condition;
+pub mod unet_recompute;
 pub mod vae;

@@ -509,33 +509,9 @@ impl UNet2DConditionModel {
         let [b, _, h, w] = sample.dims();
         let device = sample.device();
         // 0. Explicit up-sampling sizes when h or w is not a multiple of 2^(levels-1).
-        let factor = 1usize
-            << self
-                .up_blocks
-                .iter()
-                .filter(|u| !u.upsamplers.is_empty())
-                .count();
-        let forward_upsample_size = h % factor != 0 || w % factor != 0;
-
-        // 1. Time embedding (broadcast a single timestep over the batch).
-        assert!(
-            timesteps.len() == 1 || timesteps.len() == b,
-            "UNet: {} timesteps for a batch of {b}",
-            timesteps.len()
-        );
-        let ts: Vec<f32> = if timesteps.len() == b {
-            timesteps.to_vec()
-        } else {
-            vec![timesteps[0]; b]
-        };
-        let t_emb = timestep_embedding(
-            &ts,
-            self.time_proj_channels,
-            self.flip_sin_to_cos,
-            self.freq_shift,
-            &device,
-        );
-        let emb = self.time_embedding.forward(t_emb);
+        let forward_upsample_size = self.needs_explicit_upsample_sizes(h, w);
+        // 1. Time embedding.
+        let emb = self.time_emb(timesteps, b, &device);
 
         // 2. Pre-process.
         let mut x = self.conv_in.forward(sample);
@@ -569,6 +545,40 @@ impl UNet2DConditionModel {
             self.conv_out.forward(silu(self.conv_norm_out.forward(x))),
             emb,
         )
+    }
+
+    /// Whether the up-samplers need explicit output sizes: when `h` or `w` is not a multiple
+    /// of 2^(up-samplers).
+    pub(crate) fn needs_explicit_upsample_sizes(&self, h: usize, w: usize) -> bool {
+        let factor = 1usize
+            << self
+                .up_blocks
+                .iter()
+                .filter(|u| !u.upsamplers.is_empty())
+                .count();
+        h % factor != 0 || w % factor != 0
+    }
+
+    /// The time embedding `[b, 4·c0]`, a single timestep broadcast over the batch.
+    pub(crate) fn time_emb(&self, timesteps: &[f32], b: usize, device: &Device) -> Tensor<2> {
+        assert!(
+            timesteps.len() == 1 || timesteps.len() == b,
+            "UNet: {} timesteps for a batch of {b}",
+            timesteps.len()
+        );
+        let ts: Vec<f32> = if timesteps.len() == b {
+            timesteps.to_vec()
+        } else {
+            vec![timesteps[0]; b]
+        };
+        let t_emb = timestep_embedding(
+            &ts,
+            self.time_proj_channels,
+            self.flip_sin_to_cos,
+            self.freq_shift,
+            device,
+        );
+        self.time_embedding.forward(t_emb)
     }
 }
 

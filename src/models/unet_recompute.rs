@@ -1,0 +1,376 @@
+//! Forward + backward through the UNet by layer-wise recomputation (gradient checkpointing at
+//! the granularity of one resnet, transformer, resampler), for the two gradient passes of
+//! GoodDrag: LoRA fine-tuning (gradients to the adapters, §3.1) and motion supervision
+//! (gradient to the latent, §3.3).
+//!
+//! A plain autodiff backward keeps every activation of the forward until the backward ends —
+//! 13 GiB at 512×512 in f32, 8.5 GiB with burn's balanced checkpointing, far over what a
+//! browser tab gets. Here the forward runs without autodiff (on the module's `valid()` twin)
+//! and keeps only each layer's input (the `x` between layers,
+//! about 70 tensors of ≤ 5 MiB at 64×64 latent); the backward walks the layers in reverse,
+//! recomputes one layer with autodiff from its saved input, and pulls the upstream gradient
+//! through it (`Σ out · g_out`), so at most one layer's graph is alive at a time. The skip
+//! connections of the UNet are bookkept by index: an up resnet's gradient for the skip it
+//! consumed is added to the gradient of the layer output that produced it.
+//!
+//! The maths is the same as [`UNet2DConditionModel::forward`] followed by `backward`; only
+//! the summation order of gradients that meet at a skip differs (f32 rounding).
+
+use burn::module::Module;
+use burn::tensor::activation::silu;
+use burn::tensor::{Gradients, Tensor};
+
+use super::unet_2d_condition::UNet2DConditionModel;
+use crate::{Error, Result};
+
+/// One layer of the UNet forward, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    ConvIn,
+    DownResnet(usize, usize),
+    DownAttention(usize, usize),
+    Downsample(usize),
+    MidResnet(usize),
+    MidAttention(usize),
+    /// Consumes the skip on top of the stack.
+    UpResnet(usize, usize),
+    UpAttention(usize, usize),
+    Upsample(usize, Option<[usize; 2]>),
+    Out,
+}
+
+/// A layer as run: its saved input, the skip it consumed, whether its output is pushed as a
+/// skip, whether its output is the tapped feature map.
+struct Step {
+    layer: Layer,
+    input: Tensor<4>,
+    consumed_skip: Option<usize>,
+    pushes_skip: Option<usize>,
+    tapped: bool,
+}
+
+/// The leaves a loss is computed from: each requires grad and is detached from the UNet.
+pub struct LossInputs {
+    /// The UNet input.
+    pub sample: Tensor<4>,
+    /// The noise prediction.
+    pub noise_pred: Tensor<4>,
+    /// The tapped up-block output, when a tap was asked for.
+    pub features: Option<Tensor<4>>,
+}
+
+/// A forward pass that kept each layer's input, ready for [`UNet2DConditionModel::backward`].
+pub struct Recorded {
+    steps: Vec<Step>,
+    sample: Tensor<4>,
+    emb: Tensor<2>,
+    encoder_hidden_states: Tensor<3>,
+    /// The noise prediction (detached).
+    pub noise_pred: Tensor<4>,
+    /// The output of the tapped up block (detached).
+    pub features: Option<Tensor<4>>,
+}
+
+/// What [`UNet2DConditionModel::backward`] returns.
+pub struct ForwardBackward {
+    /// The loss value (detached).
+    pub loss: Tensor<1>,
+    /// The noise prediction (detached).
+    pub noise_pred: Tensor<4>,
+    /// The tapped features (detached).
+    pub features: Option<Tensor<4>>,
+    /// ∂loss/∂sample (zeros when the loss does not depend on it).
+    pub sample_grad: Tensor<4>,
+}
+
+impl UNet2DConditionModel {
+    /// The forward pass layer by layer without autodiff (`self` should be the
+    /// [`valid`](Module::valid) twin, `sample`, `emb`, `ehs` plain tensors), so no graph is
+    /// recorded even when LoRA weights require grad. Returns the steps (inputs saved as plain
+    /// tensors), the noise prediction and the tapped features.
+    fn forward_steps(
+        &self,
+        sample: Tensor<4>,
+        emb: &Tensor<2>,
+        ehs: &Tensor<3>,
+        tap: Option<usize>,
+    ) -> (Vec<Step>, Tensor<4>, Option<Tensor<4>>) {
+        let [_, _, h, w] = sample.dims();
+        let explicit_sizes = self.needs_explicit_upsample_sizes(h, w);
+        let mut steps: Vec<Step> = Vec::new();
+        let mut skips: Vec<(usize, Tensor<4>)> = Vec::new(); // (producing step, value)
+        let mut x = sample;
+        let mut features = None;
+        let mut run = |layer: Layer,
+                       x: Tensor<4>,
+                       skips: &mut Vec<(usize, Tensor<4>)>,
+                       push: bool,
+                       tapped: bool|
+         -> Tensor<4> {
+            let consumed = matches!(layer, Layer::UpResnet(..))
+                .then(|| skips.pop().expect("UNet skip connections exhausted"));
+            let out = self.apply_layer(
+                layer,
+                x.clone(),
+                consumed.as_ref().map(|(_, s)| s.clone()),
+                emb,
+                ehs,
+            );
+            let index = steps.len();
+            if push {
+                skips.push((index, out.clone()));
+            }
+            steps.push(Step {
+                layer,
+                input: x,
+                consumed_skip: consumed.map(|(i, _)| i),
+                pushes_skip: push.then_some(index),
+                tapped,
+            });
+            out
+        };
+
+        x = run(Layer::ConvIn, x, &mut skips, true, false);
+        for (i, block) in self.down_blocks.iter().enumerate() {
+            for j in 0..block.resnets.len() {
+                let has_attention = j < block.attentions.len();
+                x = run(
+                    Layer::DownResnet(i, j),
+                    x,
+                    &mut skips,
+                    !has_attention,
+                    false,
+                );
+                if has_attention {
+                    x = run(Layer::DownAttention(i, j), x, &mut skips, true, false);
+                }
+            }
+            if !block.downsamplers.is_empty() {
+                x = run(Layer::Downsample(i), x, &mut skips, true, false);
+            }
+        }
+        x = run(Layer::MidResnet(0), x, &mut skips, false, false);
+        for j in 0..self.mid_block.attentions.len() {
+            x = run(Layer::MidAttention(j), x, &mut skips, false, false);
+            x = run(Layer::MidResnet(j + 1), x, &mut skips, false, false);
+        }
+        let n = self.up_blocks.len();
+        for (i, block) in self.up_blocks.iter().enumerate() {
+            let tapped_block = tap == Some(i);
+            let layers = block.resnets.len();
+            for j in 0..layers {
+                let has_attention = j < block.attentions.len();
+                let last = j + 1 == layers && block.upsamplers.is_empty();
+                x = run(
+                    Layer::UpResnet(i, j),
+                    x,
+                    &mut skips,
+                    false,
+                    tapped_block && last && !has_attention,
+                );
+                if has_attention {
+                    x = run(
+                        Layer::UpAttention(i, j),
+                        x,
+                        &mut skips,
+                        false,
+                        tapped_block && last,
+                    );
+                }
+            }
+            if !block.upsamplers.is_empty() {
+                let size = (i + 1 < n && explicit_sizes).then(|| {
+                    let [_, _, sh, sw] = skips.last().expect("skip before up block").1.dims();
+                    [sh, sw]
+                });
+                x = run(Layer::Upsample(i, size), x, &mut skips, false, tapped_block);
+            }
+            if tapped_block {
+                features = Some(x.clone());
+            }
+        }
+        let noise_pred = run(Layer::Out, x, &mut skips, false, false);
+        (steps, noise_pred, features)
+    }
+
+    /// One layer, as in [`forward`](Self::forward).
+    fn apply_layer(
+        &self,
+        layer: Layer,
+        x: Tensor<4>,
+        skip: Option<Tensor<4>>,
+        emb: &Tensor<2>,
+        ehs: &Tensor<3>,
+    ) -> Tensor<4> {
+        match layer {
+            Layer::ConvIn => self.conv_in.forward(x),
+            Layer::DownResnet(i, j) => self.down_blocks[i].resnets[j].forward(x, Some(emb)),
+            Layer::DownAttention(i, j) => self.down_blocks[i].attentions[j].forward(x, ehs),
+            Layer::Downsample(i) => self.down_blocks[i].downsamplers[0].forward(x),
+            Layer::MidResnet(j) => self.mid_block.resnets[j].forward(x, Some(emb)),
+            Layer::MidAttention(j) => self.mid_block.attentions[j].forward(x, ehs),
+            Layer::UpResnet(i, j) => {
+                let skip = skip.expect("an up resnet consumes a skip");
+                self.up_blocks[i].resnets[j].forward(Tensor::cat(vec![x, skip], 1), Some(emb))
+            }
+            Layer::UpAttention(i, j) => self.up_blocks[i].attentions[j].forward(x, ehs),
+            Layer::Upsample(i, size) => self.up_blocks[i].upsamplers[0].forward(x, size),
+            Layer::Out => self.conv_out.forward(silu(self.conv_norm_out.forward(x))),
+        }
+    }
+
+    /// The forward pass, keeping each layer's input for [`backward`](Self::backward); the
+    /// same outputs as [`forward`](Self::forward) with `taps = [tap]`. `sample` is detached.
+    pub fn record(
+        &self,
+        sample: Tensor<4>,
+        timesteps: &[f32],
+        encoder_hidden_states: Tensor<3>,
+        tap: Option<usize>,
+    ) -> Result<Recorded> {
+        if let Some(i) = tap
+            && i >= self.up_blocks.len()
+        {
+            return Err(Error::InvalidInput(format!(
+                "the UNet has no up block {i} to read features from"
+            )));
+        }
+        let sample = sample.detach();
+        let [b, _, _, _] = sample.dims();
+        let emb = self.time_emb(timesteps, b, &sample.device()).detach();
+        // The forward without autodiff: nothing of it is kept but the layer inputs.
+        let plain = self.valid();
+        let (steps, noise_pred, features) = plain.forward_steps(
+            sample.clone().inner(),
+            &emb.clone().inner(),
+            &encoder_hidden_states.clone().inner(),
+            tap,
+        );
+        let noise_pred = on_device_of(noise_pred, &sample);
+        let features = features.map(|f| on_device_of(f, &sample));
+        Ok(Recorded {
+            steps,
+            sample,
+            emb,
+            encoder_hidden_states,
+            noise_pred,
+            features,
+        })
+    }
+
+    /// [`record`](Self::record) then [`backward`](Self::backward).
+    pub fn forward_backward(
+        &self,
+        sample: Tensor<4>,
+        timesteps: &[f32],
+        encoder_hidden_states: Tensor<3>,
+        tap: Option<usize>,
+        loss: &mut dyn FnMut(&LossInputs) -> Result<Tensor<1>>,
+        on_grads: &mut dyn FnMut(&Gradients),
+    ) -> Result<ForwardBackward> {
+        let recorded = self.record(sample, timesteps, encoder_hidden_states, tap)?;
+        self.backward(recorded, loss, on_grads)
+    }
+
+    /// The loss on a recorded forward, and its backward by layer-wise recomputation (see the
+    /// module docs).
+    ///
+    /// `loss` gets leaves for the sample, the noise prediction and (with a tap) the output of
+    /// the tapped up block, and returns a scalar. `on_grads` sees the gradients of the loss and
+    /// of every recomputed layer (to collect LoRA weight gradients: a weight's gradient arrives
+    /// once per layer it is used in, so sum them). Peak memory: the saved layer inputs plus
+    /// one layer's graph.
+    pub fn backward(
+        &self,
+        recorded: Recorded,
+        loss: &mut dyn FnMut(&LossInputs) -> Result<Tensor<1>>,
+        on_grads: &mut dyn FnMut(&Gradients),
+    ) -> Result<ForwardBackward> {
+        let Recorded {
+            steps,
+            sample,
+            emb,
+            encoder_hidden_states,
+            noise_pred,
+            features,
+        } = recorded;
+        // The loss on leaves.
+        let inputs = LossInputs {
+            sample: sample.clone().require_grad(),
+            noise_pred: noise_pred.clone().require_grad(),
+            features: features.clone().map(Tensor::require_grad),
+        };
+        let value = loss(&inputs)?;
+        if !value.is_tracked() {
+            // The loss does not depend on the UNet or the sample (e.g. no point left to drag
+            // and no mask term): every gradient is zero.
+            return Ok(ForwardBackward {
+                loss: value.detach(),
+                sample_grad: sample.zeros_like(),
+                noise_pred,
+                features,
+            });
+        }
+        let grads = value.backward();
+        on_grads(&grads);
+        let direct = inputs.sample.grad(&grads);
+        let mut g_x = inputs.noise_pred.grad(&grads);
+        let g_features = inputs.features.as_ref().and_then(|f| f.grad(&grads));
+        drop(grads);
+
+        // The layers in reverse.
+        let mut g_skips: Vec<Option<Tensor<4>>> = vec![None; steps.len()];
+        let add = |a: Option<Tensor<4>>, b: Option<Tensor<4>>| match (a, b) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        for step in steps.iter().rev() {
+            let mut g_out = g_x.take();
+            if step.tapped {
+                g_out = add(g_out, g_features.clone());
+            }
+            if let Some(k) = step.pushes_skip {
+                g_out = add(g_out, g_skips[k].take());
+            }
+            let Some(g_out) = g_out else {
+                // Nothing downstream depends on this layer's output.
+                continue;
+            };
+            let input = on_device_of(step.input.clone(), &sample).require_grad();
+            let skip_value = step.consumed_skip.map(|k| {
+                // The consumed skip is the input of the step after the one that produced it.
+                on_device_of(steps[k + 1].input.clone(), &sample).require_grad()
+            });
+            let out = self.apply_layer(
+                step.layer,
+                input.clone(),
+                skip_value.clone(),
+                &emb,
+                &encoder_hidden_states,
+            );
+            let grads = (out * g_out).sum().backward();
+            on_grads(&grads);
+            g_x = input.grad(&grads);
+            if let (Some(k), Some(s)) = (step.consumed_skip, &skip_value) {
+                g_skips[k] = add(g_skips[k].take(), s.grad(&grads));
+            }
+        }
+        let sample_grad = add(g_x, direct).unwrap_or_else(|| sample.zeros_like());
+        Ok(ForwardBackward {
+            loss: value.detach(),
+            noise_pred,
+            features,
+            sample_grad,
+        })
+    }
+}
+
+/// A plain tensor back on the autodiff device of `like` (same gradient-checkpointing strategy,
+/// which operations require of their operands).
+fn on_device_of<const D: usize>(t: Tensor<D>, like: &Tensor<4>) -> Tensor<D> {
+    let t = t.autodiff();
+    match like.gradient_checkpointing_strategy() {
+        Some(strategy) => t.with_gradient_checkpointing_strategy(strategy),
+        None => t,
+    }
+}
