@@ -161,9 +161,21 @@ fn planning_only() -> bool {
     }
 }
 
+/// How a benchmark pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Forward only.
+    Forward,
+    /// Forward + backward to the latent by layer-wise recomputation (what the editor does).
+    Recompute,
+    /// Forward + backward to the latent with burn's autodiff keeping the whole graph.
+    Autodiff,
+}
+
 /// Runs the full-size SD 1.5 UNet with random weights: (optionally) one warm-up forward, one
-/// timed forward, one timed forward + backward with respect to the latent. `max_binding` is
-/// the device's `maxStorageBufferBindingSize`.
+/// timed forward, one timed forward + backward with respect to the latent by layer-wise
+/// recomputation (the editor's) and one by plain autodiff. `max_binding` is the device's
+/// `maxStorageBufferBindingSize`.
 pub async fn unet_sd15(
     device: &Device,
     options: BenchOptions,
@@ -190,27 +202,44 @@ pub async fn unet_sd15(
     let timestep = [741.0f32];
     let mut phases = Vec::new();
 
-    let mut run = async |name: &str, backward: bool| -> Result<()> {
+    let loss_of = |eps: &Tensor<4>, features: &Tensor<4>| {
+        eps.clone().powi_scalar(2).mean() + features.clone().powi_scalar(2).mean()
+    };
+    let mut run = async |name: &str, pass: Pass| -> Result<()> {
+        // Pages kept from the previous phase are given back, so the reserved bytes read
+        // after this one are its own need (weights included).
+        device.memory_cleanup();
         let started = now_ms();
-        let z = if backward {
-            latent().require_grad()
-        } else {
-            latent()
-        };
-        let out = unet.forward(z.clone(), &timestep, text.clone(), &[FEATURE_BLOCK]);
-        let features = out.up_block_features.into_iter().map(|(_, f)| f).next();
-        let mut loss = out.noise_pred.powi_scalar(2).mean();
-        if let Some(f) = features {
-            loss = loss + f.powi_scalar(2).mean();
-        }
-        let check = if backward {
-            let grads = loss.backward();
-            let g = z
-                .grad(&grads)
-                .ok_or_else(|| Error::Readback("the latent received no gradient".into()))?;
-            g.abs().sum()
-        } else {
-            loss
+        let check = match pass {
+            Pass::Forward => {
+                let out = unet.forward(latent(), &timestep, text.clone(), &[FEATURE_BLOCK]);
+                let f = out.up_block(FEATURE_BLOCK).cloned().expect("tapped");
+                loss_of(&out.noise_pred, &f)
+            }
+            Pass::Autodiff => {
+                let z = latent().require_grad();
+                let out = unet.forward(z.clone(), &timestep, text.clone(), &[FEATURE_BLOCK]);
+                let f = out.up_block(FEATURE_BLOCK).cloned().expect("tapped");
+                let grads = loss_of(&out.noise_pred, &f).backward();
+                let g = z
+                    .grad(&grads)
+                    .ok_or_else(|| Error::Readback("the latent received no gradient".into()))?;
+                g.abs().sum()
+            }
+            Pass::Recompute => {
+                let fb = unet.forward_backward(
+                    latent(),
+                    &timestep,
+                    text.clone(),
+                    Some(FEATURE_BLOCK),
+                    &mut |x| {
+                        let f = x.features.as_ref().expect("tapped");
+                        Ok(loss_of(&x.noise_pred, f))
+                    },
+                    &mut |_| {},
+                )?;
+                fb.sample_grad.abs().sum()
+            }
         };
         let value = read_f32(check).await?[0];
         if !value.is_finite() && !planning_only() {
@@ -228,18 +257,27 @@ pub async fn unet_sd15(
     if options.warm_up {
         run(
             "warm-up forward (weights initialised, kernels compiled)",
-            false,
+            Pass::Forward,
         )
         .await?;
-        run("UNet forward", false).await?;
+        run("UNet forward", Pass::Forward).await?;
     } else {
         run(
             "UNet forward (first: weights initialised, kernels compiled)",
-            false,
+            Pass::Forward,
         )
         .await?;
     }
-    run("UNet forward + backward to the latent", true).await?;
+    run(
+        "UNet forward + backward to the latent (layer-wise recomputation, the editor's)",
+        Pass::Recompute,
+    )
+    .await?;
+    run(
+        "UNet forward + backward to the latent (plain autodiff)",
+        Pass::Autodiff,
+    )
+    .await?;
     Ok(UNetBenchReport {
         latent_size,
         checkpointing: options.checkpointing,

@@ -37,6 +37,18 @@ pub enum Error {
     /// Reading a tensor back from the device failed (device lost, out of memory, …).
     #[error("reading results back from the device failed: {0}")]
     Readback(String),
+    /// The GPU refused an allocation: out of memory, or one buffer over the adapter's limit.
+    #[error(
+        "The GPU ran out of memory for this step ({0}). Nothing is lost: close other tabs or \
+         apps that use the GPU and run again, or use a device with more GPU memory."
+    )]
+    OutOfMemory(String),
+    /// The GPU device was lost (driver reset, GPU process crash, another tab took the GPU).
+    #[error(
+        "The GPU device was lost ({0}). Restart the engine (or reload the page): the model \
+         reloads from this browser's cache and your photo, mask and points stay."
+    )]
+    DeviceLost(String),
     /// An argument from the user or a caller is invalid.
     #[error("{0}")]
     InvalidInput(String),
@@ -156,3 +168,64 @@ pub enum Error {
 
 /// Result with the core's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Classifies a failure reported by the device runtime while work ran or was read back:
+    /// a refused allocation becomes [`Error::OutOfMemory`] (with the buffer size when the
+    /// runtime names it), a lost device [`Error::DeviceLost`], anything else
+    /// [`Error::Readback`].
+    pub fn from_device_failure(detail: String) -> Self {
+        let lower = detail.to_lowercase();
+        if let Some(i) = lower.find("can't allocate buffer of size: ") {
+            let digits: String = lower[i + 31..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            let what = match digits.parse::<u64>() {
+                Ok(bytes) => format!(
+                    "a buffer of {:.0} MiB was refused",
+                    bytes as f64 / (1u64 << 20) as f64
+                ),
+                Err(_) => "a buffer was refused".into(),
+            };
+            return Error::OutOfMemory(what);
+        }
+        if lower.contains("out of memory") || lower.contains("outofmemory") {
+            return Error::OutOfMemory("the device reported out of memory".into());
+        }
+        if lower.contains("device lost")
+            || lower.contains("device is lost")
+            || lower.contains("devicelost")
+        {
+            return Error::DeviceLost("the device reported it was lost".into());
+        }
+        Error::Readback(detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_failures_are_classified_with_actionable_messages() {
+        let e = Error::from_device_failure(
+            "An error happened during execution\nCaused by:\n  can't allocate buffer of size: 268435456\n".into(),
+        );
+        assert!(matches!(e, Error::OutOfMemory(_)), "{e:?}");
+        assert!(e.to_string().contains("256 MiB was refused"), "{e}");
+        assert!(matches!(
+            Error::from_device_failure("Validation: Out of memory".into()),
+            Error::OutOfMemory(_)
+        ));
+        let lost = Error::from_device_failure("Parent device is lost: Device lost".into());
+        assert!(
+            lost.to_string().starts_with("The GPU device was lost"),
+            "{lost}"
+        );
+        assert!(matches!(
+            Error::from_device_failure("something else".into()),
+            Error::Readback(_)
+        ));
+    }
+}

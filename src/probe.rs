@@ -190,7 +190,7 @@ pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     let data = t
         .into_data_async()
         .await
-        .map_err(|e| Error::Readback(format!("{e:?}")))?;
+        .map_err(|e| Error::from_device_failure(format!("{e:?}")))?;
     data.convert::<f32>()
         .try_into_vec::<f32>()
         .map_err(|e| Error::Readback(format!("{e:?}")))

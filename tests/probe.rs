@@ -118,3 +118,29 @@ fn probe_on_native_wgpu_equals_cpu() {
     assert!(grad_err <= 1e-5, "gradient relative error {grad_err:e}");
     assert!((gpu.loss - cpu.loss).abs() <= 1e-5 * cpu.loss.abs());
 }
+
+/// A buffer over the adapter's limit (lavapipe: 128 MiB) is refused when its kernel runs; the
+/// readback reports it as running out of GPU memory with the size, not as a raw runtime error.
+#[test]
+fn a_refused_buffer_is_reported_as_out_of_memory() {
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{Distribution, Tensor};
+    let (device, adapter) = gooddrag::device::wgpu().expect("wgpu device");
+    let limit = adapter.max_storage_buffer_binding_size;
+    if limit > 1 << 30 {
+        eprintln!("skipped: this adapter allows {limit} B per buffer");
+        return;
+    }
+    // [1, c, 512, 512] f32 with c·1 MiB > limit.
+    let c = (limit >> 20) as usize + 16;
+    let x = Tensor::<4>::random([1, c, 512, 512], Distribution::Normal(0.0, 1.0), &device);
+    let w = Tensor::<4>::random([1, c, 3, 3], Distribution::Normal(0.0, 0.01), &device);
+    let y = conv2d(x, w, None, ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+    let err = pollster::block_on(gooddrag::probe::read_f32(y.sum())).expect_err("refused");
+    assert!(matches!(err, gooddrag::Error::OutOfMemory(_)), "{err:?}");
+    assert!(
+        err.to_string().contains(&format!("{c} MiB was refused")),
+        "{err}"
+    );
+}

@@ -72,8 +72,13 @@ async function handle(id, method, params) {
     const transfer = result?.rgb?.buffer ? [result.rgb.buffer] : [];
     self.postMessage({ id, ok: true, result }, transfer);
   } catch (err) {
-    const trapped = err instanceof WebAssembly.RuntimeError;
-    if (trapped) crashed = `The engine crashed (${err.message}). Reload the page to start it again.`;
+    // A lost GPU device cannot be used again: treat it like a crash so the page offers a restart.
+    const trapped = err instanceof WebAssembly.RuntimeError || /^The GPU device was lost/.test(err?.message ?? '');
+    if (trapped) {
+      crashed = err instanceof WebAssembly.RuntimeError
+        ? `The engine crashed (${err.message}). Reload the page to start it again.`
+        : err.message;
+    }
     const kind = trapped ? 'crashed' : err?.name === 'AbortError' || /^cancelled$/.test(err?.message) ? 'cancelled' : 'engine';
     self.postMessage({ id, ok: false, kind, error: trapped ? crashed : String(err?.message ?? err) });
   }
