@@ -91,6 +91,8 @@ pub struct UNetBenchReport {
     pub checkpointing: bool,
     /// Memory only (kernels compiled, not run): times are meaningless.
     pub dry_run: bool,
+    /// Whether the UNet's matrices and kernels were held in f16 (compute is f32 either way).
+    pub f16_weights: bool,
     /// Forward (weights are initialised lazily during the first, so it is not timed as a phase),
     /// then a timed forward, then a timed forward + backward to the latent.
     pub phases: Vec<PhaseReport>,
@@ -192,8 +194,12 @@ pub async fn unet_sd15(
     let budget = attention_budget(max_binding);
     let device = autodiff_device(device, options.checkpointing);
     // Gradients go to the latent only: the weights never require them.
-    let unet = config.init(budget, &device)?.no_grad();
+    let mut unet = config.init(budget, &device)?.no_grad();
     let parameters = unet.num_params();
+    let f16_weights = device.supports_dtype(burn::tensor::FloatDType::F16);
+    if f16_weights {
+        unet = crate::models::packed::store_f16(unet);
+    }
     let cross_dim = cross_attention_dim(&config);
 
     let shape = [1, config.in_channels, latent_size, latent_size];
@@ -280,6 +286,7 @@ pub async fn unet_sd15(
     .await?;
     Ok(UNetBenchReport {
         latent_size,
+        f16_weights,
         checkpointing: options.checkpointing,
         dry_run: options.dry_run,
         parameters,
@@ -351,6 +358,8 @@ pub struct EditBenchReport {
     pub model: String,
     /// Parameters of the UNet.
     pub unet_parameters: usize,
+    /// Whether the UNet's matrices and kernels were held in f16 (compute is f32 either way).
+    pub f16_weights: bool,
     /// Latent size (64 for 512×512).
     pub latent_size: usize,
     /// Whether gradient checkpointing was on.
@@ -416,6 +425,11 @@ pub async fn edit_synthetic(
     let budget = attention_budget(max_binding);
     let mut unet = model.unet.init(budget, &device)?.no_grad();
     let unet_parameters = unet.num_params();
+    // As the editor holds SD 1.5 loaded from its fp16 files (see `models::packed`).
+    let f16_weights = device.supports_dtype(burn::tensor::FloatDType::F16);
+    if f16_weights {
+        unet = crate::models::packed::store_f16(unet);
+    }
     let cross_dim = cross_attention_dim(&model.unet);
     let vae = model.vae.init(budget, &device)?.no_grad();
     let sched = DdimScheduler::new(DdimSchedulerConfig::default(), 50)?;
@@ -596,6 +610,7 @@ pub async fn edit_synthetic(
     Ok(EditBenchReport {
         model: model.name.clone(),
         unet_parameters,
+        f16_weights,
         latent_size,
         checkpointing,
         dry_run,

@@ -209,3 +209,63 @@ fn unet_config_rejects_unsupported_features_with_a_clear_message() {
     let err = cfg.init(1 << 27, &device::cpu().0).unwrap_err().to_string();
     assert!(err.contains("class embeddings"), "{err}");
 }
+
+/// fp16 files keep the UNet's matrices and kernels in f16 on a device with f16 support (half
+/// the memory) and widen them exactly where they are used: the outputs equal, to the bit, those
+/// of the same weights stored as f32. Checked on both devices where they support f16.
+fn fp16_storage_is_exact(device: &Device) {
+    use burn::module::{Module, ModuleMapper, Param};
+    use burn::tensor::{DType, FloatDType, Tensor};
+    use gooddrag::probe::read_f32;
+
+    struct Widen;
+    impl ModuleMapper for Widen {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            p.map(|t| t.cast(FloatDType::F32))
+        }
+    }
+    if !device.supports_dtype(FloatDType::F16) {
+        eprintln!("skipped: the device has no f16");
+        return;
+    }
+    let packed = load_unet(device, true);
+    assert_eq!(
+        packed.conv_in.weight.val().dtype(),
+        DType::F16,
+        "kernels stay f16"
+    );
+    assert_eq!(
+        packed.conv_in.bias.as_ref().unwrap().val().dtype(),
+        DType::F32,
+        "vectors are widened on the host"
+    );
+    let wide = packed.clone().map(&mut Widen);
+    assert_eq!(wide.conv_in.weight.val().dtype(), DType::F32);
+    let exp = expected("unet");
+    let ehs = exp["encoder_hidden_states"].tensor::<3>(device);
+    let sample = exp["sample"].tensor::<4>(device);
+    let t = exp["timestep"].f32.clone();
+    let run = |m: &gooddrag::models::unet_2d_condition::UNet2DConditionModel| {
+        let out = m.forward(sample.clone(), &t, ehs.clone(), &[2]);
+        let f = out.up_block(2).unwrap().clone();
+        (
+            pollster::block_on(read_f32(out.noise_pred)).unwrap(),
+            pollster::block_on(read_f32(f)).unwrap(),
+        )
+    };
+    let (a, fa) = run(&packed);
+    let (b, fb) = run(&wide);
+    assert_eq!(a, b, "noise prediction");
+    assert_eq!(fa, fb, "features");
+}
+
+#[test]
+fn fp16_storage_is_exact_on_cpu() {
+    fp16_storage_is_exact(&device::cpu().0);
+}
+
+#[test]
+fn fp16_storage_is_exact_on_wgpu() {
+    let (device, _) = device::wgpu().expect("wgpu device (lavapipe without a GPU)");
+    fp16_storage_is_exact(&device);
+}

@@ -15,6 +15,8 @@ use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::packed;
+
 /// Default byte budget for one attention score chunk: WebGPU's default
 /// `maxStorageBufferBindingSize` (128 MiB).
 pub const DEFAULT_ATTENTION_BYTES: usize = 128 << 20;
@@ -286,8 +288,8 @@ impl Attention {
 /// `linear(x) [+ lora(x)]`.
 fn project(linear: &Linear, lora: Option<&LoraLinear>, x: Tensor<3>) -> Tensor<3> {
     match lora {
-        Some(delta) => linear.forward(x.clone()) + delta.forward(x),
-        None => linear.forward(x),
+        Some(delta) => packed::linear(linear, x.clone()) + delta.forward(x),
+        None => packed::linear(linear, x),
     }
 }
 
@@ -362,7 +364,7 @@ pub struct GeGlu {
 impl GeGlu {
     /// x: `[b, n, dim]` → `[b, n, inner]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = self.proj.forward(x);
+        let h = packed::linear(&self.proj, x);
         let [_, _, two_inner] = h.dims();
         let inner = two_inner / 2;
         let hidden = h.clone().narrow(2, 0, inner);
@@ -385,7 +387,7 @@ pub struct FeedForward {
 impl FeedForward {
     /// x: `[b, n, dim]` → `[b, n, dim]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.net.2.forward(self.net.0.forward(x))
+        packed::linear(&self.net.2, self.net.0.forward(x))
     }
 }
 

@@ -100,8 +100,20 @@ impl Bands {
     pub fn conv(&self, conv: &Conv2d) -> Self {
         let [k, _] = conv.kernel_size;
         let halo = k / 2;
-        let weight = conv.weight.val();
-        let bias = conv.bias.as_ref().map(|b| b.val());
+        // Weights stored as f16 are widened to the activations' dtype (see `packed`).
+        let dtype = self.0.first().map(|t| t.dtype());
+        let widen = |t: Tensor<4>| match dtype {
+            Some(d) if t.dtype() != d => t.cast(d),
+            _ => t,
+        };
+        let weight = widen(conv.weight.val());
+        let bias = conv.bias.as_ref().map(|b| {
+            let b = b.val();
+            match dtype {
+                Some(d) if b.dtype() != d => b.cast(d),
+                _ => b,
+            }
+        });
         let options = ConvOptions::new([1, 1], [0, halo], [1, 1], 1);
         let n = self.0.len();
         let out = (0..n)

@@ -7,6 +7,7 @@ pub mod attention;
 pub mod banded;
 pub mod clip;
 pub mod embeddings;
+pub mod packed;
 pub mod resnet;
 pub mod unet_2d_blocks;
 pub mod unet_2d_condition;

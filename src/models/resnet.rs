@@ -8,6 +8,8 @@ use burn::tensor::activation::silu;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::packed;
+
 /// A `k×k` convolution with `same` padding for odd `k` (stride 1).
 pub fn conv(in_ch: usize, out_ch: usize, k: usize, device: &Device) -> Conv2d {
     let p = k / 2;
@@ -79,18 +81,18 @@ pub struct ResnetBlock2D {
 impl ResnetBlock2D {
     /// x: `[b, c_in, h, w]`, temb: `[b, temb_channels]` → `[b, c_out, h, w]`.
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = packed::conv2d(&self.conv1, silu(self.norm1.forward(x.clone())));
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
-                let t = proj.forward(silu(temb.clone()));
+                let t = packed::linear(proj, silu(temb.clone()));
                 let [b, c] = t.dims();
                 h + t.reshape([b, c, 1, 1])
             }
             _ => h,
         };
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = packed::conv2d(&self.conv2, silu(self.norm2.forward(h)));
         let skip = match &self.conv_shortcut {
-            Some(shortcut) => shortcut.forward(x),
+            Some(shortcut) => packed::conv2d(shortcut, x),
             None => x,
         };
         let out = skip + h;
@@ -133,7 +135,7 @@ impl Downsample2D {
         } else {
             x
         };
-        self.conv.forward(x)
+        packed::conv2d(&self.conv, x)
     }
 }
 
@@ -160,7 +162,7 @@ impl Upsample2D {
             Some(size) => upsample_nearest(x, size),
             None => upsample_nearest2x(x, [h * 2, w * 2]),
         };
-        self.conv.forward(x)
+        packed::conv2d(&self.conv, x)
     }
 }
 

@@ -13,6 +13,7 @@ use burn::tensor::{Device, Tensor};
 use super::attention::{
     Attention, AttentionConfig, BasicTransformerBlock, BasicTransformerBlockConfig,
 };
+use super::packed;
 use super::resnet::{Downsample2D, ResnetBlock2D, ResnetBlock2DConfig, Upsample2D};
 
 /// `proj_in`/`proj_out` of a [`Transformer2DModel`]: a 1×1 convolution (SD 1.5) or a Linear
@@ -103,8 +104,8 @@ impl Transformer2DModel {
             t.reshape([b, ci, h * w]).swap_dims(1, 2)
         };
         let mut t = match &self.proj_in {
-            Projection::Conv(conv) => tokens(conv.forward(x)),
-            Projection::Linear(linear) => linear.forward(tokens(x)),
+            Projection::Conv(conv) => tokens(packed::conv2d(conv, x)),
+            Projection::Linear(linear) => packed::linear(linear, tokens(x)),
         };
         for block in &self.transformer_blocks {
             t = block.forward(t, context.clone());
@@ -114,8 +115,8 @@ impl Transformer2DModel {
             t.swap_dims(1, 2).reshape([b, ci, h, w])
         };
         let out = match &self.proj_out {
-            Projection::Conv(conv) => conv.forward(spatial(t)),
-            Projection::Linear(linear) => spatial(linear.forward(t)),
+            Projection::Conv(conv) => packed::conv2d(conv, spatial(t)),
+            Projection::Linear(linear) => spatial(packed::linear(linear, t)),
         };
         out + residual
     }

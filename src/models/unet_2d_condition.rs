@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attention::BasicTransformerBlock;
 use super::embeddings::{TimestepEmbedding, timestep_embedding};
+use super::packed;
 use super::resnet::conv;
 use super::unet_2d_blocks::{
     DownBlock2D, Transformer2DModel, UNetBlockConfig, UNetMidBlock2DCrossAttn, UpBlock2D,
@@ -514,7 +515,7 @@ impl UNet2DConditionModel {
         let emb = self.time_emb(timesteps, b, &device);
 
         // 2. Pre-process.
-        let mut x = self.conv_in.forward(sample);
+        let mut x = packed::conv2d(&self.conv_in, sample);
         let mut skips = vec![x.clone()];
 
         // 3. Down.
@@ -542,7 +543,7 @@ impl UNet2DConditionModel {
 
         // 6. Post-process.
         (
-            self.conv_out.forward(silu(self.conv_norm_out.forward(x))),
+            packed::conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x))),
             emb,
         )
     }

@@ -20,6 +20,7 @@ use burn::module::Module;
 use burn::tensor::activation::silu;
 use burn::tensor::{Gradients, Tensor};
 
+use super::packed;
 use super::unet_2d_condition::UNet2DConditionModel;
 use crate::{Error, Result};
 
@@ -203,7 +204,7 @@ impl UNet2DConditionModel {
         ehs: &Tensor<3>,
     ) -> Tensor<4> {
         match layer {
-            Layer::ConvIn => self.conv_in.forward(x),
+            Layer::ConvIn => packed::conv2d(&self.conv_in, x),
             Layer::DownResnet(i, j) => self.down_blocks[i].resnets[j].forward(x, Some(emb)),
             Layer::DownAttention(i, j) => self.down_blocks[i].attentions[j].forward(x, ehs),
             Layer::Downsample(i) => self.down_blocks[i].downsamplers[0].forward(x),
@@ -215,7 +216,7 @@ impl UNet2DConditionModel {
             }
             Layer::UpAttention(i, j) => self.up_blocks[i].attentions[j].forward(x, ehs),
             Layer::Upsample(i, size) => self.up_blocks[i].upsamplers[0].forward(x, size),
-            Layer::Out => self.conv_out.forward(silu(self.conv_norm_out.forward(x))),
+            Layer::Out => packed::conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x))),
         }
     }
 

@@ -23,12 +23,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 
 use super::convert::tensor_to_f32;
 use super::plan::{MAX_CHUNK_BYTES, plan_chunks};
 use super::reader::chunk_tensors;
-use super::safetensors::{Header, TensorInfo};
+use super::safetensors::{Dtype, Header, TensorInfo};
 use crate::error::{Error, Result};
 
 /// Which network a weights file belongs to (selects the key renames).
@@ -248,7 +248,17 @@ impl ModuleMapper for Setter {
             .join(".");
         match self.pending.remove(&path) {
             Some(data) => {
-                let tensor = Tensor::<D>::from_data(data, &param.lazy_device());
+                let device = param.lazy_device();
+                // f16 storage needs an adapter with shader-f16; elsewhere widen on the host.
+                let data = if data.dtype() == DType::F16 && !device.supports_dtype(FloatDType::F16)
+                {
+                    data.convert::<f32>()
+                } else {
+                    data
+                };
+                // The data's own dtype (f16 kept, f32 stays f32), not the device default.
+                let dtype = data.dtype();
+                let tensor = Tensor::<D>::from_data(data, (&device, dtype));
                 let id = param.id;
                 param.transform_for_load(tensor, id)
             }
@@ -351,7 +361,7 @@ impl<M: Module> WeightLoader<M> {
                 Layout::Same => {
                     pending.insert(
                         slot.parts[0].path.clone(),
-                        TensorData::new(values, slot.parts[0].shape.clone()),
+                        self.stored(values, slot.parts[0].shape.clone(), info.dtype),
                     );
                 }
                 Layout::LinearWeight => {
@@ -364,7 +374,7 @@ impl<M: Module> WeightLoader<M> {
                     }
                     pending.insert(
                         slot.parts[0].path.clone(),
-                        TensorData::new(t, slot.parts[0].shape.clone()),
+                        self.stored(t, slot.parts[0].shape.clone(), info.dtype),
                     );
                 }
                 Layout::RowSplit => {
@@ -404,6 +414,24 @@ impl<M: Module> WeightLoader<M> {
             }
         }
         Ok(())
+    }
+
+    /// The device data for one parameter: the UNet's matrices and kernels that arrive as F16
+    /// stay F16 (half the memory; widened exactly to f32 where they are used, see
+    /// `models::packed`), everything else is f32. (Values here came from F16, so narrowing them
+    /// back is exact.)
+    fn stored(&self, values: Vec<f32>, shape: Vec<usize>, file_dtype: Dtype) -> TensorData {
+        if self.component == Component::Unet && file_dtype == Dtype::F16 && shape.len() >= 2 {
+            TensorData::new(
+                values
+                    .into_iter()
+                    .map(half::f16::from_f32)
+                    .collect::<Vec<_>>(),
+                shape,
+            )
+        } else {
+            TensorData::new(values, shape)
+        }
     }
 
     /// Gives the module back without checking completeness (to restart loading it).

@@ -568,6 +568,10 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
                     );
                 }
                 println!(
+                    "UNet matrices and kernels held in {} (compute in f32)",
+                    if report.f16_weights { "f16" } else { "f32" }
+                );
+                println!(
                     "extrapolated default edit: {:.1} s on {}{}",
                     report.extrapolated_total_millis / 1e3,
                     adapter.name,
