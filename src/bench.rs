@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::clock::now_ms;
 use crate::models::attention::attention_budget;
+use crate::models::clip::ClipTextConfig;
 use crate::models::unet_2d_condition::{PerBlock, UNet2DConditionConfig};
 use crate::models::vae::AutoencoderKLConfig;
 use crate::probe::read_f32;
@@ -111,6 +112,9 @@ pub struct BenchOptions {
     pub checkpointing: bool,
     /// Measure memory only (see [`MemoryPlan`]): times are then meaningless.
     pub dry_run: bool,
+    /// Hold the weights in f32 even where the device has f16 (as on an adapter without
+    /// shader-f16); by default matrices and kernels are f16, as loading fp16 files gives.
+    pub f32_weights: bool,
 }
 
 /// A memory-only measurement: while it lives, cubecl compiles every kernel launch and drops it
@@ -196,7 +200,7 @@ pub async fn unet_sd15(
     // Gradients go to the latent only: the weights never require them.
     let mut unet = config.init(budget, &device)?.no_grad();
     let parameters = unet.num_params();
-    let f16_weights = device.supports_dtype(burn::tensor::FloatDType::F16);
+    let f16_weights = !options.f32_weights && device.supports_dtype(burn::tensor::FloatDType::F16);
     if f16_weights {
         unet = crate::models::packed::store_f16(unet);
     }
@@ -319,6 +323,8 @@ pub struct SyntheticModel {
     pub unet: UNet2DConditionConfig,
     /// The VAE.
     pub vae: AutoencoderKLConfig,
+    /// The CLIP text encoder (held through the edit, as the editor does).
+    pub text_encoder: ClipTextConfig,
 }
 
 impl SyntheticModel {
@@ -328,16 +334,23 @@ impl SyntheticModel {
             name: "SD 1.5".into(),
             unet: UNet2DConditionConfig::default(),
             vae: AutoencoderKLConfig::default(),
+            text_encoder: ClipTextConfig::default(),
         }
     }
 
-    /// Any SD-family architecture from its diffusers `unet/config.json` and `vae/config.json`
-    /// (e.g. the tiny test model, or SD 2.1-base).
-    pub fn from_json(name: &str, unet_json: &str, vae_json: &str) -> Result<Self> {
+    /// Any SD-family architecture from its diffusers `unet/config.json`, `vae/config.json` and
+    /// `text_encoder/config.json` (e.g. the tiny test model, or SD 2.1-base).
+    pub fn from_json(
+        name: &str,
+        unet_json: &str,
+        vae_json: &str,
+        text_encoder_json: &str,
+    ) -> Result<Self> {
         Ok(Self {
             name: name.into(),
             unet: UNet2DConditionConfig::from_json(unet_json)?,
             vae: AutoencoderKLConfig::from_json(vae_json)?,
+            text_encoder: ClipTextConfig::from_json(text_encoder_json)?,
         })
     }
 }
@@ -413,6 +426,7 @@ pub async fn edit_synthetic(
         warm_up,
         checkpointing,
         dry_run,
+        ..
     } = options;
     if latent_size < 8 || latent_size % 8 != 0 {
         return Err(Error::InvalidInput(format!(
@@ -426,12 +440,17 @@ pub async fn edit_synthetic(
     let mut unet = model.unet.init(budget, &device)?.no_grad();
     let unet_parameters = unet.num_params();
     // As the editor holds SD 1.5 loaded from its fp16 files (see `models::packed`).
-    let f16_weights = device.supports_dtype(burn::tensor::FloatDType::F16);
+    let f16_weights = !options.f32_weights && device.supports_dtype(burn::tensor::FloatDType::F16);
     if f16_weights {
         unet = crate::models::packed::store_f16(unet);
     }
     let cross_dim = cross_attention_dim(&model.unet);
-    let vae = model.vae.init(budget, &device)?.no_grad();
+    let mut vae = model.vae.init(budget, &device)?.no_grad();
+    let mut text_encoder = model.text_encoder.init(budget, &device)?.no_grad();
+    if f16_weights {
+        vae = crate::models::packed::store_f16(vae);
+        text_encoder = crate::models::packed::store_f16(text_encoder);
+    }
     let sched = DdimScheduler::new(DdimSchedulerConfig::default(), 50)?;
     let mut rng = Rng::new(0);
     let n = 4 * latent_size * latent_size;
@@ -441,7 +460,7 @@ pub async fn edit_synthetic(
             &device,
         )
     };
-    let ehs = Tensor::<3>::random([1, 77, cross_dim], Distribution::Normal(0.0, 1.0), &device);
+    let mut ehs = Tensor::<3>::random([1, 77, cross_dim], Distribution::Normal(0.0, 1.0), &device);
     let image = Tensor::<4>::random(
         [1, 3, 8 * latent_size, 8 * latent_size],
         Distribution::Uniform(-1.0, 1.0),
@@ -486,6 +505,14 @@ pub async fn edit_synthetic(
             }
         }};
     }
+
+    // The prompt through CLIP (once per edit; the model stays resident, as in the editor).
+    let vocab = model.text_encoder.vocab_size as u32;
+    let ids = vec![(0..77u32).map(|i| i % vocab).collect::<Vec<_>>()];
+    measure!("CLIP text encoder (the prompt)", 1, {
+        ehs = text_encoder.forward(&ids)?;
+        read_f32(ehs.clone().sum()).await?;
+    });
 
     // VAE encode (once per edit; LoRA encodes its 4 crops once more).
     measure!("VAE encode (posterior mean)", 1 + 4, {

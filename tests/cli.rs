@@ -310,6 +310,7 @@ fn bench_synthetic_runs_every_phase_of_the_edit() {
         let phases = report["phases"].as_array().unwrap();
         let names: Vec<&str> = phases.iter().map(|p| p["name"].as_str().unwrap()).collect();
         for want in [
+            "CLIP text encoder",
             "VAE encode",
             "LoRA step",
             "inversion",

@@ -21,7 +21,7 @@ function fail(message) {
   setState('error');
 }
 
-/** Fetches `unet/config.json` and `vae/config.json` under a diffusers folder URL. */
+/** Fetches the UNet, VAE and text encoder `config.json` under a diffusers folder URL. */
 async function architectureFrom(base) {
   const prefix = base.endsWith('/') ? base : `${base}/`;
   const read = async (part) => {
@@ -30,7 +30,12 @@ async function architectureFrom(base) {
     if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
     return res.text();
   };
-  return { name: prefix, unetConfig: await read('unet'), vaeConfig: await read('vae') };
+  return {
+    name: prefix,
+    unetConfig: await read('unet'),
+    vaeConfig: await read('vae'),
+    textEncoderConfig: await read('text_encoder'),
+  };
 }
 
 function cell(text) {

@@ -57,19 +57,30 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     module::conv2d(x, widen(weight, dtype), bias, options)
 }
 
-/// Stores every matrix and kernel (float parameters of rank ≥ 2) of `module` in f16, as
-/// loading an fp16 file does; vectors (biases, norms) stay f32. For benchmarks that build a
-/// model with random weights and must hold it as the editor would.
+/// Stores every matrix and kernel (float parameters of rank ≥ 2, except embedding tables) of
+/// `module` in f16, as loading an fp16 file does; vectors (biases, norms) stay f32. For
+/// benchmarks that build a model with random weights and must hold it as the editor would.
 pub fn store_f16<M: burn::module::Module>(module: M) -> M {
-    struct ToF16;
+    #[derive(Default)]
+    struct ToF16 {
+        path: Vec<String>,
+    }
     impl burn::module::ModuleMapper for ToF16 {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            if D < 2 {
+            if D < 2 || self.path.iter().any(|p| p.contains("embedding")) {
                 return param;
             }
             // `map` keeps the parameter's id and whether it requires grad.
             param.map(|t| t.cast(burn::tensor::FloatDType::F16))
         }
     }
-    module.map(&mut ToF16)
+    module.map(&mut ToF16::default())
 }

@@ -10,6 +10,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::banded::{Bands, bands_needed};
+use super::packed;
 use super::resnet::conv;
 use super::unet_2d_blocks::{DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D};
 use crate::{Error, Result};
@@ -223,12 +224,12 @@ pub struct Encoder {
 impl Encoder {
     /// x: `[b, 3, H, W]` → `[b, 2·latent, h, w]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = self.conv_in.forward(x);
+        let mut x = packed::conv2d(&self.conv_in, x);
         for block in &self.down_blocks {
             x = block.forward(x);
         }
         x = self.mid_block.forward(x);
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        packed::conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x)))
     }
 }
 
@@ -254,7 +255,7 @@ pub struct Decoder {
 impl Decoder {
     /// z: `[b, latent, h, w]` → `[b, 3, 2^(n−1)·h, 2^(n−1)·w]`.
     pub fn forward(&self, z: Tensor<4>) -> Tensor<4> {
-        let mut x = self.conv_in.forward(z);
+        let mut x = packed::conv2d(&self.conv_in, z);
         x = self.mid_block.forward(x);
         // Whole tensors while every activation fits one buffer; row bands from the first up
         // block whose activations would not (at 512×512 in f32: the last two), to the end.
@@ -277,7 +278,7 @@ impl Decoder {
                 .silu()
                 .conv(&self.conv_out)
                 .merge(),
-            None => self.conv_out.forward(silu(self.conv_norm_out.forward(x))),
+            None => packed::conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x))),
         }
     }
 }
@@ -331,7 +332,7 @@ impl AutoencoderKL {
     pub fn encode(&self, image: Tensor<4>) -> LatentDistribution {
         let h = self.encoder.forward(image);
         let moments = match &self.quant_conv {
-            Some(q) => q.forward(h),
+            Some(q) => packed::conv2d(q, h),
             None => h,
         };
         let [_, c2, _, _] = moments.dims();
@@ -344,7 +345,7 @@ impl AutoencoderKL {
     /// z: `[b, latent, h, w]` (unscaled) → image `[b, 3, 8h, 8w]` in ≈[−1, 1].
     pub fn decode(&self, z: Tensor<4>) -> Tensor<4> {
         let z = match &self.post_quant_conv {
-            Some(p) => p.forward(z),
+            Some(p) => packed::conv2d(p, z),
             None => z,
         };
         self.decoder.forward(z)

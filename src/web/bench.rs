@@ -22,12 +22,15 @@ struct BenchRequest {
     /// A name for the architecture below (shown in the report).
     #[serde(default)]
     name: Option<String>,
-    /// diffusers `unet/config.json` content; SD 1.5 when both configs are absent.
+    /// diffusers `unet/config.json` content; SD 1.5 when all three configs are absent.
     #[serde(default)]
     unet_config: Option<String>,
     /// diffusers `vae/config.json` content.
     #[serde(default)]
     vae_config: Option<String>,
+    /// diffusers `text_encoder/config.json` content.
+    #[serde(default)]
+    text_encoder_config: Option<String>,
 }
 
 fn default_latent() -> usize {
@@ -40,7 +43,8 @@ fn default_checkpointing() -> bool {
 
 /// Runs every phase of the default edit once on random weights and resolves to
 /// `{ adapter, report }` (see `EditBenchReport`). `request`: `{ latent?: 64, checkpointing?:
-/// true, name?, unetConfig?, vaeConfig? }` (configs as JSON text; both or neither).
+/// true, name?, unetConfig?, vaeConfig?, textEncoderConfig? }` (configs as JSON text; all
+/// three or none).
 /// `onProgress` receives a line before each run; `cancelEdit()` stops it between runs.
 #[wasm_bindgen(js_name = benchSynthetic)]
 pub async fn bench_synthetic(
@@ -49,15 +53,20 @@ pub async fn bench_synthetic(
 ) -> Result<JsValue, JsError> {
     let request: BenchRequest = serde_wasm_bindgen::from_value(request)
         .map_err(|e| js_error(Error::InvalidInput(format!("bench request: {e}"))))?;
-    let model = match (&request.unet_config, &request.vae_config) {
-        (None, None) => SyntheticModel::sd15(),
-        (Some(unet), Some(vae)) => {
-            SyntheticModel::from_json(request.name.as_deref().unwrap_or("custom"), unet, vae)
+    let model = match (
+        &request.unet_config,
+        &request.vae_config,
+        &request.text_encoder_config,
+    ) {
+        (None, None, None) => SyntheticModel::sd15(),
+        (Some(unet), Some(vae), Some(te)) => {
+            SyntheticModel::from_json(request.name.as_deref().unwrap_or("custom"), unet, vae, te)
                 .map_err(js_error)?
         }
         _ => {
             return Err(js_error(Error::InvalidInput(
-                "bench request: give both unetConfig and vaeConfig, or neither (SD 1.5)".into(),
+                "bench request: give unetConfig, vaeConfig and textEncoderConfig, or none (SD 1.5)"
+                    .into(),
             )));
         }
     };
@@ -73,6 +82,7 @@ pub async fn bench_synthetic(
         warm_up: true,
         checkpointing: request.checkpointing,
         dry_run: false,
+        f32_weights: false,
     };
     let result = edit_synthetic(
         &dev,

@@ -361,7 +361,12 @@ impl<M: Module> WeightLoader<M> {
                 Layout::Same => {
                     pending.insert(
                         slot.parts[0].path.clone(),
-                        self.stored(values, slot.parts[0].shape.clone(), info.dtype),
+                        self.stored(
+                            &slot.parts[0].path,
+                            values,
+                            slot.parts[0].shape.clone(),
+                            info.dtype,
+                        ),
                     );
                 }
                 Layout::LinearWeight => {
@@ -374,7 +379,12 @@ impl<M: Module> WeightLoader<M> {
                     }
                     pending.insert(
                         slot.parts[0].path.clone(),
-                        self.stored(t, slot.parts[0].shape.clone(), info.dtype),
+                        self.stored(
+                            &slot.parts[0].path,
+                            t,
+                            slot.parts[0].shape.clone(),
+                            info.dtype,
+                        ),
                     );
                 }
                 Layout::RowSplit => {
@@ -416,12 +426,18 @@ impl<M: Module> WeightLoader<M> {
         Ok(())
     }
 
-    /// The device data for one parameter: the UNet's matrices and kernels that arrive as F16
-    /// stay F16 (half the memory; widened exactly to f32 where they are used, see
-    /// `models::packed`), everything else is f32. (Values here came from F16, so narrowing them
-    /// back is exact.)
-    fn stored(&self, values: Vec<f32>, shape: Vec<usize>, file_dtype: Dtype) -> TensorData {
-        if self.component == Component::Unet && file_dtype == Dtype::F16 && shape.len() >= 2 {
+    /// The device data for one parameter: matrices and kernels (Linear and Conv2d weights)
+    /// that arrive as F16 stay F16 (half the memory; widened exactly to f32 where they are
+    /// used, see `models::packed`); vectors and embedding tables are f32. (Values here came
+    /// from F16, so narrowing them back is exact.)
+    fn stored(
+        &self,
+        path: &str,
+        values: Vec<f32>,
+        shape: Vec<usize>,
+        file_dtype: Dtype,
+    ) -> TensorData {
+        if file_dtype == Dtype::F16 && shape.len() >= 2 && !path.contains("embedding") {
             TensorData::new(
                 values
                     .into_iter()

@@ -58,7 +58,7 @@ test('bench page: cancel, bad URL, then a full run with per-phase time and memor
   assert.match(report.model, /tiny-sd/);
   assert.ok(report.unetParameters > 100_000 && report.unetParameters < 50_000_000, `${report.unetParameters}`);
   const names = report.phases.map((p) => p.name);
-  for (const want of [/VAE encode/, /LoRA step/, /inversion/, /reference/, /motion-supervision/, /tracking/, /MasaCtrl/, /VAE decode/]) {
+  for (const want of [/CLIP text encoder/, /VAE encode/, /LoRA step/, /inversion/, /reference/, /motion-supervision/, /tracking/, /MasaCtrl/, /VAE decode/]) {
     assert.ok(names.some((n) => want.test(n)), `${want} in ${names}`);
   }
   let total = 0;

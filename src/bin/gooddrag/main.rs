@@ -129,6 +129,10 @@ enum Command {
         /// Turn off the gradient checkpointing the editor uses (to measure what it saves).
         #[arg(long)]
         no_checkpointing: bool,
+        /// Hold the weights in f32 even where the device has f16 (as on an adapter without
+        /// shader-f16).
+        #[arg(long)]
+        f32_weights: bool,
         /// Run each phase once (no warm-up run; the time then includes kernel compilation).
         #[arg(long)]
         no_warm_up: bool,
@@ -157,6 +161,10 @@ enum Command {
         /// Turn off the gradient checkpointing the editor uses (to measure what it saves).
         #[arg(long)]
         no_checkpointing: bool,
+        /// Hold the weights in f32 even where the device has f16 (as on an adapter without
+        /// shader-f16).
+        #[arg(long)]
+        f32_weights: bool,
         /// Measure memory only: every kernel is compiled but not run and pages get no device
         /// backing, while the allocator measures exactly the allocations a real run makes
         /// (cubecl's DryRun). Times are then meaningless; a 512×512 pass takes minutes even on
@@ -483,6 +491,7 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
             device,
             architecture,
             no_checkpointing,
+            f32_weights,
             no_warm_up,
             dry_run,
             json,
@@ -500,6 +509,7 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
                         &dir.display().to_string(),
                         &read("unet")?,
                         &read("vae")?,
+                        &read("text_encoder")?,
                     )?
                 }
             };
@@ -530,6 +540,7 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
                 warm_up: !no_warm_up && !dry_run,
                 checkpointing: !no_checkpointing,
                 dry_run,
+                f32_weights,
             };
             let report = pollster::block_on(bench::edit_synthetic(
                 &dev,
@@ -594,6 +605,7 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
             latent,
             no_warm_up,
             no_checkpointing,
+            f32_weights,
             dry_run,
             json,
         } => {
@@ -609,6 +621,7 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
                 warm_up: !no_warm_up && !dry_run,
                 checkpointing: !no_checkpointing,
                 dry_run,
+                f32_weights,
             };
             let report = pollster::block_on(bench::unet_sd15(
                 &device,
