@@ -412,9 +412,8 @@ pub async fn edit_synthetic(
     progress: &mut dyn FnMut(&str),
     cancel: &Cancel,
 ) -> Result<EditBenchReport> {
-    use crate::drag::PatchWeight;
     use crate::drag::features::FeatureGeometry;
-    use crate::drag::motion::{MotionInputs, MotionSettings, motion_supervision_loss};
+    use crate::drag::motion::{MotionInputs, motion_supervision_loss};
     use crate::drag::tracking::track;
     use crate::lora::{LoraSet, LoraTrainer, TrainSample};
     use crate::optim::{Adam, AdamConfig};
@@ -560,6 +559,8 @@ pub async fn edit_synthetic(
     let patches = vec![reference_patch.expect("measured")];
     let vectors = vec![reference_vector.expect("measured")];
 
+    // The default edit's loss settings (spec §1.14).
+    let defaults = crate::drag::DragConfig::default();
     let z_prev0 = latent(&mut rng);
     // The area outside the editable region: the left half of the latent (a mask term as in an
     // edit with a painted mask).
@@ -594,13 +595,7 @@ pub async fn edit_synthetic(
                             handles: &[handle],
                             targets: &[target],
                         },
-                        &MotionSettings {
-                            r1: 4,
-                            beta: 4.0,
-                            reach_distance: 2.0,
-                            lambda: 0.2,
-                            patch_weight: PatchWeight::TwoR,
-                        },
+                        &defaults.motion_settings(),
                     )
                     .total)
                 },

@@ -110,6 +110,17 @@ pub const PRESETS: [&str; 5] = [
 ];
 
 impl DragConfig {
+    /// The motion-supervision loss settings (spec §1.14) of this configuration.
+    pub fn motion_settings(&self) -> crate::drag::motion::MotionSettings {
+        crate::drag::motion::MotionSettings {
+            r1: self.r1,
+            beta: self.beta,
+            reach_distance: self.reach_distance,
+            lambda: self.lambda,
+            patch_weight: self.patch_weight,
+        }
+    }
+
     /// A named preset:
     /// * `gooddrag` — the official UI defaults;
     /// * `gooddrag-bench` — `bench_gooddrag.py`: λ 0.1, early stop after 5 idle trackings;

@@ -42,7 +42,7 @@ use crate::probe::read_f32;
 use crate::progress::{Cancel, Progress};
 use crate::schedulers::DdimScheduler;
 use features::FeatureGeometry;
-use motion::{MotionInputs, MotionSettings, motion_supervision_loss};
+use motion::{MotionInputs, motion_supervision_loss};
 
 /// What the unedited trajectory gives one drag timestep.
 struct ReferenceStep {
@@ -236,16 +236,6 @@ impl DragSession {
 
     fn drag_steps(&self) -> usize {
         self.config.drag_end_step.min(self.timesteps.len())
-    }
-
-    fn settings(&self) -> MotionSettings {
-        MotionSettings {
-            r1: self.config.r1,
-            beta: self.config.beta,
-            reach_distance: self.config.reach_distance,
-            lambda: self.config.lambda,
-            patch_weight: self.config.patch_weight,
-        }
     }
 
     fn geometry_for(&mut self, feat: &Tensor<4>) -> FeatureGeometry {
@@ -442,7 +432,7 @@ impl DragSession {
         }
         // 4. Loss, backward (gradient to the latent only), Adam.
         let reference = &self.references[i];
-        let settings = self.settings();
+        let settings = self.config.motion_settings();
         let mut drag_value = None;
         let fb = unet.backward(
             recorded,

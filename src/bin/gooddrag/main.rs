@@ -122,26 +122,12 @@ enum Command {
         /// `wgpu` or `cpu`.
         #[arg(long, default_value = "wgpu")]
         device: String,
-        /// Build the architecture from this diffusers folder's `unet/config.json` and
-        /// `vae/config.json` instead of SD 1.5 (weights are still random; none are read).
+        /// Build the architecture from this diffusers folder's `unet/`, `vae/` and
+        /// `text_encoder/config.json` instead of SD 1.5 (weights are still random; none are read).
         #[arg(long)]
         architecture: Option<PathBuf>,
-        /// Turn off the gradient checkpointing the editor uses (to measure what it saves).
-        #[arg(long)]
-        no_checkpointing: bool,
-        /// Hold the weights in f32 even where the device has f16 (as on an adapter without
-        /// shader-f16).
-        #[arg(long)]
-        f32_weights: bool,
-        /// Run each phase once (no warm-up run; the time then includes kernel compilation).
-        #[arg(long)]
-        no_warm_up: bool,
-        /// Measure memory only: every kernel is compiled but not run and pages get no device
-        /// backing, while the allocator measures exactly the allocations a real run makes
-        /// (cubecl's DryRun). Times are then meaningless; a 512×512 pass takes minutes even on
-        /// lavapipe.
-        #[arg(long)]
-        dry_run: bool,
+        #[command(flatten)]
+        flags: BenchFlags,
         /// Print the report as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -153,28 +139,46 @@ enum Command {
         /// Latent size (image size / 8): 64 for 512×512.
         #[arg(long, default_value_t = 64)]
         latent: usize,
-        /// Skip the untimed warm-up forward (the first forward then includes weight
-        /// initialisation and kernel compilation; memory is unaffected). Saves one full forward
-        /// on a software adapter.
-        #[arg(long)]
-        no_warm_up: bool,
-        /// Turn off the gradient checkpointing the editor uses (to measure what it saves).
-        #[arg(long)]
-        no_checkpointing: bool,
-        /// Hold the weights in f32 even where the device has f16 (as on an adapter without
-        /// shader-f16).
-        #[arg(long)]
-        f32_weights: bool,
-        /// Measure memory only: every kernel is compiled but not run and pages get no device
-        /// backing, while the allocator measures exactly the allocations a real run makes
-        /// (cubecl's DryRun). Times are then meaningless; a 512×512 pass takes minutes even on
-        /// lavapipe.
-        #[arg(long)]
-        dry_run: bool,
+        #[command(flatten)]
+        flags: BenchFlags,
         /// Print the report as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How the synthetic benchmarks run (shared by `bench-synthetic` and `bench-unet`).
+#[derive(Args, Debug)]
+struct BenchFlags {
+    /// Run each phase once, without the untimed warm-up run (the time then includes weight
+    /// initialisation and kernel compilation; memory is unaffected).
+    #[arg(long)]
+    no_warm_up: bool,
+    /// Turn off the gradient checkpointing the editor uses (to measure what it saves).
+    #[arg(long)]
+    no_checkpointing: bool,
+    /// Hold the weights in f32 even where the device has f16 (as on an adapter without
+    /// shader-f16).
+    #[arg(long)]
+    f32_weights: bool,
+    /// Measure memory only: every kernel is compiled but not run and pages get no device
+    /// backing, while the allocator measures exactly the allocations a real run makes
+    /// (cubecl's DryRun). Times are then meaningless; a 512×512 pass takes seconds even on
+    /// lavapipe.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl BenchFlags {
+    fn options(&self, latent_size: usize) -> bench::BenchOptions {
+        bench::BenchOptions {
+            latent_size,
+            warm_up: !self.no_warm_up && !self.dry_run,
+            checkpointing: !self.no_checkpointing,
+            dry_run: self.dry_run,
+            f32_weights: self.f32_weights,
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -490,10 +494,7 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
             latent,
             device,
             architecture,
-            no_checkpointing,
-            f32_weights,
-            no_warm_up,
-            dry_run,
+            flags,
             json,
         } => {
             let model = match &architecture {
@@ -524,24 +525,18 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
                 model.name,
                 8 * latent,
                 8 * latent,
-                if no_checkpointing {
+                if flags.no_checkpointing {
                     ", no gradient checkpointing"
                 } else {
                     ""
                 }
             );
-            if dry_run && device != "wgpu" {
+            if flags.dry_run && device != "wgpu" {
                 return Err(Error::InvalidInput(
                     "--dry-run measures the wgpu allocator; use --device wgpu".into(),
                 ));
             }
-            let options = bench::BenchOptions {
-                latent_size: latent,
-                warm_up: !no_warm_up && !dry_run,
-                checkpointing: !no_checkpointing,
-                dry_run,
-                f32_weights,
-            };
+            let options = flags.options(latent);
             let report = pollster::block_on(bench::edit_synthetic(
                 &dev,
                 &model,
@@ -603,10 +598,7 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
         }
         Command::BenchUnet {
             latent,
-            no_warm_up,
-            no_checkpointing,
-            f32_weights,
-            dry_run,
+            flags,
             json,
         } => {
             let (device, adapter) = device::wgpu()?;
@@ -616,13 +608,7 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
                 adapter.backend,
                 adapter.max_storage_buffer_binding_size >> 20
             );
-            let options = bench::BenchOptions {
-                latent_size: latent,
-                warm_up: !no_warm_up && !dry_run,
-                checkpointing: !no_checkpointing,
-                dry_run,
-                f32_weights,
-            };
+            let options = flags.options(latent);
             let report = pollster::block_on(bench::unet_sd15(
                 &device,
                 options,
