@@ -149,9 +149,35 @@ impl MemoryPlan {
 }
 
 impl BenchOptions {
+    /// Refuses a latent size that is not a positive multiple of 8.
+    fn check(&self) -> Result<()> {
+        let n = self.latent_size;
+        if n == 0 || n % 8 != 0 {
+            return Err(Error::InvalidInput(format!(
+                "latent size {n}: use a positive multiple of 8 (64 for 512×512 images)"
+            )));
+        }
+        Ok(())
+    }
+
     /// The memory-only measurement these options ask for, if any (held for the whole run).
     fn plan(&self) -> Result<Option<MemoryPlan>> {
         self.dry_run.then(MemoryPlan::start).transpose()
+    }
+
+    /// Whether weights are held in f16, as the editor holds fp16 files on `device` (see
+    /// `models::packed`).
+    fn f16_weights(&self, device: &Device) -> bool {
+        !self.f32_weights && device.supports_dtype(burn::tensor::FloatDType::F16)
+    }
+}
+
+/// `module` as the editor would hold it: matrices and kernels in f16 when `f16`.
+fn held<M: Module>(module: M, f16: bool) -> M {
+    if f16 {
+        crate::models::packed::store_f16(module)
+    } else {
+        module
     }
 }
 
@@ -187,23 +213,16 @@ pub async fn unet_sd15(
     options: BenchOptions,
     max_binding: u64,
 ) -> Result<UNetBenchReport> {
+    options.check()?;
     let _plan = options.plan()?;
     let latent_size = options.latent_size;
-    if latent_size == 0 || latent_size % 8 != 0 {
-        return Err(Error::InvalidInput(format!(
-            "latent size {latent_size}: use a positive multiple of 8 (64 for 512×512 images)"
-        )));
-    }
     let config = UNet2DConditionConfig::default();
     let budget = attention_budget(max_binding);
     let device = autodiff_device(device, options.checkpointing);
     // Gradients go to the latent only: the weights never require them.
-    let mut unet = config.init(budget, &device)?.no_grad();
+    let f16_weights = options.f16_weights(&device);
+    let unet = held(config.init(budget, &device)?.no_grad(), f16_weights);
     let parameters = unet.num_params();
-    let f16_weights = !options.f32_weights && device.supports_dtype(burn::tensor::FloatDType::F16);
-    if f16_weights {
-        unet = crate::models::packed::store_f16(unet);
-    }
     let cross_dim = cross_attention_dim(&config);
 
     let shape = [1, config.in_channels, latent_size, latent_size];
@@ -427,29 +446,23 @@ pub async fn edit_synthetic(
         dry_run,
         ..
     } = options;
-    if latent_size < 8 || latent_size % 8 != 0 {
-        return Err(Error::InvalidInput(format!(
-            "latent size {latent_size}: use a multiple of 8 (64 for 512×512)"
-        )));
-    }
+    options.check()?;
     let _plan = options.plan()?;
     let passes = if warm_up { 2 } else { 1 };
     let device = autodiff_device(device, checkpointing);
     let budget = attention_budget(max_binding);
-    let mut unet = model.unet.init(budget, &device)?.no_grad();
+    // As the editor holds SD 1.5 loaded from its fp16 files.
+    let f16_weights = options.f16_weights(&device);
+    let mut unet = held(model.unet.init(budget, &device)?.no_grad(), f16_weights);
     let unet_parameters = unet.num_params();
-    // As the editor holds SD 1.5 loaded from its fp16 files (see `models::packed`).
-    let f16_weights = !options.f32_weights && device.supports_dtype(burn::tensor::FloatDType::F16);
-    if f16_weights {
-        unet = crate::models::packed::store_f16(unet);
-    }
     let cross_dim = cross_attention_dim(&model.unet);
-    let mut vae = model.vae.init(budget, &device)?.no_grad();
-    let mut text_encoder = model.text_encoder.init(budget, &device)?.no_grad();
-    if f16_weights {
-        vae = crate::models::packed::store_f16(vae);
-        text_encoder = crate::models::packed::store_f16(text_encoder);
-    }
+    let vae = held(model.vae.init(budget, &device)?.no_grad(), f16_weights);
+    let text_encoder = held(
+        model.text_encoder.init(budget, &device)?.no_grad(),
+        f16_weights,
+    );
+    // The default edit's settings (spec §1.14, §1.16).
+    let defaults = crate::drag::DragConfig::default();
     let sched = DdimScheduler::new(DdimSchedulerConfig::default(), 50)?;
     let mut rng = Rng::new(0);
     let n = 4 * latent_size * latent_size;
@@ -552,15 +565,13 @@ pub async fn edit_synthetic(
             .cloned()
             .ok_or_else(|| Error::InvalidInput("no up block 2".into()))?
             .detach();
-        reference_patch = Some(geometry.integer_patch(&f, handle, 4));
+        reference_patch = Some(geometry.integer_patch(&f, handle, defaults.r1));
         reference_vector = Some(geometry.vector(&f, handle));
         read_f32(sched.step(out.noise_pred, 741, z).sum()).await?;
     });
     let patches = vec![reference_patch.expect("measured")];
     let vectors = vec![reference_vector.expect("measured")];
 
-    // The default edit's loss settings (spec §1.14).
-    let defaults = crate::drag::DragConfig::default();
     let z_prev0 = latent(&mut rng);
     // The area outside the editable region: the left half of the latent (a mask term as in an
     // edit with a painted mask).
@@ -573,7 +584,7 @@ pub async fn edit_synthetic(
         "motion-supervision step (fwd + bwd to the latent + Adam)",
         210,
         {
-            let mut adam = Adam::<4>::new(AdamConfig::adam(0.02));
+            let mut adam = Adam::<4>::new(AdamConfig::adam(defaults.latent_lr));
             let z = latent(&mut rng);
             // The editor's path: record, loss, backward by layer-wise recomputation.
             let fb = unet.forward_backward(
@@ -608,10 +619,10 @@ pub async fn edit_synthetic(
     );
     let f = features.expect("measured");
     measure!("point tracking", 77, {
-        track(&f, geometry, &vectors, &[handle], 12).await?;
+        track(&f, geometry, &vectors, &[handle], defaults.r2).await?;
     });
 
-    unet.set_mutual_self_attention(Some(10));
+    unet.set_mutual_self_attention(Some(defaults.masactrl_start_layer));
     measure!("denoising step with MasaCtrl (batch 2)", 31, {
         let z = Tensor::cat(vec![latent(&mut rng), latent(&mut rng)], 0);
         let e2 = Tensor::cat(vec![ehs.clone(), ehs.clone()], 0);

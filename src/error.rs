@@ -175,9 +175,10 @@ impl Error {
     /// runtime names it), a lost device [`Error::DeviceLost`], anything else
     /// [`Error::Readback`].
     pub fn from_device_failure(detail: String) -> Self {
+        const REFUSED: &str = "can't allocate buffer of size: ";
         let lower = detail.to_lowercase();
-        if let Some(i) = lower.find("can't allocate buffer of size: ") {
-            let digits: String = lower[i + 31..]
+        if let Some(i) = lower.find(REFUSED) {
+            let digits: String = lower[i + REFUSED.len()..]
                 .chars()
                 .take_while(char::is_ascii_digit)
                 .collect();

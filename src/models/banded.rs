@@ -20,6 +20,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 
+use super::packed::widen;
 use super::resnet::{ResnetBlock2D, Upsample2D, upsample_nearest2x};
 use super::unet_2d_blocks::UpDecoderBlock2D;
 
@@ -70,16 +71,6 @@ impl Bands {
         Tensor::cat(self.0, 2)
     }
 
-    /// Number of bands.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether there are no bands.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     fn map(self, f: impl Fn(Tensor<4>) -> Tensor<4>) -> Self {
         Self(self.0.into_iter().map(f).collect())
     }
@@ -101,19 +92,11 @@ impl Bands {
         let [k, _] = conv.kernel_size;
         let halo = k / 2;
         // Weights stored as f16 are widened to the activations' dtype (see `packed`).
-        let dtype = self.0.first().map(|t| t.dtype());
-        let widen = |t: Tensor<4>| match dtype {
-            Some(d) if t.dtype() != d => t.cast(d),
-            _ => t,
+        let Some(dtype) = self.0.first().map(Tensor::dtype) else {
+            return Self(Vec::new());
         };
-        let weight = widen(conv.weight.val());
-        let bias = conv.bias.as_ref().map(|b| {
-            let b = b.val();
-            match dtype {
-                Some(d) if b.dtype() != d => b.cast(d),
-                _ => b,
-            }
-        });
+        let weight = widen(conv.weight.val(), dtype);
+        let bias = conv.bias.as_ref().map(|b| widen(b.val(), dtype));
         let options = ConvOptions::new([1, 1], [0, halo], [1, 1], 1);
         let n = self.0.len();
         let out = (0..n)

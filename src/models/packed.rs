@@ -15,7 +15,7 @@ use burn::tensor::{DType, Tensor};
 
 /// `t` in `dtype` (a no-op when it already is). The widened copy is an ordinary intermediate:
 /// it never requires grad and is freed after the layer.
-fn widen<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
+pub(crate) fn widen<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
     if t.dtype() == dtype { t } else { t.cast(dtype) }
 }
 

@@ -102,11 +102,11 @@ impl UNet2DConditionModel {
         let mut skips: Vec<(usize, Tensor<4>)> = Vec::new(); // (producing step, value)
         let mut x = sample;
         let mut features = None;
-        let mut run = |layer: Layer,
-                       x: Tensor<4>,
-                       skips: &mut Vec<(usize, Tensor<4>)>,
-                       push: bool,
-                       tapped: bool|
+        let run = |layer: Layer,
+                   x: Tensor<4>,
+                   steps: &mut Vec<Step>,
+                   skips: &mut Vec<(usize, Tensor<4>)>,
+                   push: bool|
          -> Tensor<4> {
             let consumed = matches!(layer, Layer::UpResnet(..))
                 .then(|| skips.pop().expect("UNet skip connections exhausted"));
@@ -126,57 +126,36 @@ impl UNet2DConditionModel {
                 input: x,
                 consumed_skip: consumed.map(|(i, _)| i),
                 pushes_skip: push.then_some(index),
-                tapped,
+                tapped: false,
             });
             out
         };
 
-        x = run(Layer::ConvIn, x, &mut skips, true, false);
+        x = run(Layer::ConvIn, x, &mut steps, &mut skips, true);
         for (i, block) in self.down_blocks.iter().enumerate() {
             for j in 0..block.resnets.len() {
                 let has_attention = j < block.attentions.len();
-                x = run(
-                    Layer::DownResnet(i, j),
-                    x,
-                    &mut skips,
-                    !has_attention,
-                    false,
-                );
+                let layer = Layer::DownResnet(i, j);
+                x = run(layer, x, &mut steps, &mut skips, !has_attention);
                 if has_attention {
-                    x = run(Layer::DownAttention(i, j), x, &mut skips, true, false);
+                    x = run(Layer::DownAttention(i, j), x, &mut steps, &mut skips, true);
                 }
             }
             if !block.downsamplers.is_empty() {
-                x = run(Layer::Downsample(i), x, &mut skips, true, false);
+                x = run(Layer::Downsample(i), x, &mut steps, &mut skips, true);
             }
         }
-        x = run(Layer::MidResnet(0), x, &mut skips, false, false);
+        x = run(Layer::MidResnet(0), x, &mut steps, &mut skips, false);
         for j in 0..self.mid_block.attentions.len() {
-            x = run(Layer::MidAttention(j), x, &mut skips, false, false);
-            x = run(Layer::MidResnet(j + 1), x, &mut skips, false, false);
+            x = run(Layer::MidAttention(j), x, &mut steps, &mut skips, false);
+            x = run(Layer::MidResnet(j + 1), x, &mut steps, &mut skips, false);
         }
         let n = self.up_blocks.len();
         for (i, block) in self.up_blocks.iter().enumerate() {
-            let tapped_block = tap == Some(i);
-            let layers = block.resnets.len();
-            for j in 0..layers {
-                let has_attention = j < block.attentions.len();
-                let last = j + 1 == layers && block.upsamplers.is_empty();
-                x = run(
-                    Layer::UpResnet(i, j),
-                    x,
-                    &mut skips,
-                    false,
-                    tapped_block && last && !has_attention,
-                );
-                if has_attention {
-                    x = run(
-                        Layer::UpAttention(i, j),
-                        x,
-                        &mut skips,
-                        false,
-                        tapped_block && last,
-                    );
+            for j in 0..block.resnets.len() {
+                x = run(Layer::UpResnet(i, j), x, &mut steps, &mut skips, false);
+                if j < block.attentions.len() {
+                    x = run(Layer::UpAttention(i, j), x, &mut steps, &mut skips, false);
                 }
             }
             if !block.upsamplers.is_empty() {
@@ -184,13 +163,17 @@ impl UNet2DConditionModel {
                     let [_, _, sh, sw] = skips.last().expect("skip before up block").1.dims();
                     [sh, sw]
                 });
-                x = run(Layer::Upsample(i, size), x, &mut skips, false, tapped_block);
+                x = run(Layer::Upsample(i, size), x, &mut steps, &mut skips, false);
             }
-            if tapped_block {
+            if tap == Some(i) {
+                // The block's output is the output of its last layer.
+                if let Some(last) = steps.last_mut() {
+                    last.tapped = true;
+                }
                 features = Some(x.clone());
             }
         }
-        let noise_pred = run(Layer::Out, x, &mut skips, false, false);
+        let noise_pred = run(Layer::Out, x, &mut steps, &mut skips, false);
         (steps, noise_pred, features)
     }
 
