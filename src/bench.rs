@@ -318,6 +318,100 @@ pub async fn unet_sd15(
     })
 }
 
+/// Where one SD 1.5 UNet forward's time goes.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UNetProfileReport {
+    /// What was built (`SD 1.5` or the architecture's folder).
+    pub model: String,
+    /// Latent height and width (64 for a 512×512 image).
+    pub latent_size: usize,
+    /// Whether matrices and kernels were held in f16 (compute is f32 either way).
+    pub f16_weights: bool,
+    /// One forward, unprofiled, in milliseconds.
+    pub forward_millis: f64,
+    /// One forward + backward to the latent by layer-wise recomputation (the editor's),
+    /// unprofiled, in milliseconds.
+    pub forward_backward_millis: f64,
+    /// The profiled forward in milliseconds: slower than `forward_millis`, since the device is
+    /// drained around every operation.
+    pub profiled_forward_millis: f64,
+    /// By operation and by layer, slowest first. Time not in any operation (SiLU, residual adds,
+    /// concatenation, reshapes, the time embedding) is `profiled_forward_millis` − Σ ops.
+    pub profile: crate::profile::Profile,
+}
+
+/// Profiles `model`'s UNet (the full-size SD 1.5 one by default) with random weights: (optionally) a warm-up forward +
+/// backward, an unprofiled forward and forward + backward for reference, then one forward with
+/// [`crate::profile`] collecting per-operation and per-layer times.
+pub async fn profile_unet(
+    device: &Device,
+    model: &SyntheticModel,
+    options: BenchOptions,
+    max_binding: u64,
+) -> Result<UNetProfileReport> {
+    options.check()?;
+    if options.dry_run {
+        return Err(Error::InvalidInput(
+            "a dry run measures memory only; profile a real run".into(),
+        ));
+    }
+    let latent_size = options.latent_size;
+    let config = &model.unet;
+    let device = autodiff_device(device, options.checkpointing);
+    let f16_weights = options.f16_weights(&device);
+    let budget = attention_budget(max_binding);
+    let unet = held(config.init(budget, &device)?.no_grad(), f16_weights);
+    let shape = [1, config.in_channels, latent_size, latent_size];
+    let latent = || Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    let text = Tensor::<3>::random(
+        [1, 77, cross_attention_dim(config)],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let timestep = [741.0f32];
+
+    let forward = async || -> Result<f64> {
+        let started = now_ms();
+        let out = unet.record(latent(), &timestep, text.clone(), Some(FEATURE_BLOCK))?;
+        read_f32(out.noise_pred.sum()).await?;
+        Ok(now_ms() - started)
+    };
+    let forward_backward = async || -> Result<f64> {
+        let started = now_ms();
+        let fb = unet.forward_backward(
+            latent(),
+            &timestep,
+            text.clone(),
+            Some(FEATURE_BLOCK),
+            &mut |x| {
+                let f = x.features.as_ref().expect("tapped");
+                Ok(x.noise_pred.clone().powi_scalar(2).mean() + f.clone().powi_scalar(2).mean())
+            },
+            &mut |_| {},
+        )?;
+        read_f32(fb.sample_grad.abs().sum()).await?;
+        Ok(now_ms() - started)
+    };
+    if options.warm_up {
+        forward_backward().await?;
+    }
+    let forward_millis = forward().await?;
+    let forward_backward_millis = forward_backward().await?;
+    let profiler = crate::profile::Profiler::start();
+    let profiled_forward_millis = forward().await?;
+    let profile = profiler.finish();
+    Ok(UNetProfileReport {
+        model: model.name.clone(),
+        latent_size,
+        f16_weights,
+        forward_millis,
+        forward_backward_millis,
+        profiled_forward_millis,
+        profile,
+    })
+}
+
 /// One phase of the default edit, measured once and multiplied by how often the default
 /// schedule runs it.
 #[derive(Debug, Clone, Serialize)]

@@ -19,6 +19,7 @@ pub mod models;
 pub mod optim;
 pub mod pipeline;
 pub mod probe;
+pub mod profile;
 pub mod progress;
 pub mod rng;
 pub mod schedulers;

@@ -355,6 +355,74 @@ fn bench_synthetic_runs_every_phase_of_the_edit() {
 }
 
 #[test]
+fn profile_unet_attributes_the_forward_to_operations_and_layers() {
+    for device in ["cpu", "wgpu"] {
+        let mut cmd = bin();
+        cmd.args([
+            "profile-unet",
+            "--latent",
+            "8",
+            "--json",
+            "--device",
+            device,
+        ])
+        .arg("--architecture")
+        .arg(fixture_dir());
+        let (ok, stdout, stderr) = run(&mut cmd);
+        assert!(ok, "{device}: {stderr}");
+        let out: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+        let report = &out["report"];
+        let total = report["profiledForwardMillis"].as_f64().unwrap();
+        assert!(report["forwardMillis"].as_f64().unwrap() > 0.0);
+        assert!(report["forwardBackwardMillis"].as_f64().unwrap() > 0.0);
+        let rows = |key: &str| -> Vec<(String, f64, u64)> {
+            report["profile"][key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let kind = r["kind"].as_str().unwrap().to_string();
+                    (
+                        kind,
+                        r["millis"].as_f64().unwrap(),
+                        r["count"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let (ops, layers) = (rows("ops"), rows("layers"));
+        let count = |rows: &[(String, f64, u64)], kind: &str| {
+            rows.iter().find(|r| r.0 == kind).map_or(0, |r| r.2)
+        };
+        // The tiny UNet has SD 1.5's layout: 4 down blocks of 2 resnets (attention in the first
+        // 3), a mid block (2 resnets, 1 transformer), 4 up blocks of 3 resnets (attention in the
+        // last 3): 8 + 2 + 12 resnets, 6 + 1 + 9 transformers, 3 resamplers each way.
+        assert_eq!(count(&layers, "resnet"), 22, "{layers:?}");
+        assert_eq!(count(&layers, "transformer"), 16, "{layers:?}");
+        assert_eq!(count(&layers, "downsampler"), 3, "{layers:?}");
+        assert_eq!(count(&layers, "upsampler"), 3, "{layers:?}");
+        assert_eq!(count(&layers, "conv_in"), 1);
+        // Every transformer runs self- and cross-attention; every resnet two group norms and
+        // two 3×3 convolutions.
+        assert_eq!(
+            count(&ops, "attention core (QKᵀ, softmax, ·V)"),
+            32,
+            "{ops:?}"
+        );
+        assert!(count(&ops, "group norm") >= 44, "{ops:?}");
+        assert!(count(&ops, "conv 3×3") >= 44, "{ops:?}");
+        // Slowest first, and the parts add up to no more than the whole.
+        for rows in [&ops, &layers] {
+            assert!(rows.windows(2).all(|w| w[0].1 >= w[1].1), "{rows:?}");
+            let sum: f64 = rows.iter().map(|r| r.1).sum();
+            assert!(sum > 0.0 && sum <= total * 1.001, "{sum} vs {total}");
+        }
+    }
+    let (ok, _, stderr) = run(bin().args(["profile-unet", "--device", "cpu", "--dry-run"]));
+    assert!(!ok && stderr.contains("dry run"), "{stderr}");
+}
+
+#[test]
 fn bad_inputs_fail_with_clear_messages() {
     let dir = scratch("errors");
     save_rgb(&dir.join("in.png"), &photo(64, 64)).unwrap();

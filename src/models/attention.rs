@@ -16,6 +16,7 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::packed;
+use crate::profile;
 
 /// Default byte budget for one attention score chunk: WebGPU's default
 /// `maxStorageBufferBindingSize` (128 MiB).
@@ -56,6 +57,20 @@ pub fn attention_chunks(
 /// q: `[b, n, heads·d]`, k: `[b, m, heads·d]`, v: `[b, m, heads·d_v]` → `[b, n, heads·d_v]`.
 /// `causal` masks key `j > i` for query `i` (CLIP's text transformer).
 pub fn scaled_dot_product_attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    causal: bool,
+    max_bytes: usize,
+) -> Tensor<3> {
+    profile::op("attention core (QKᵀ, softmax, ·V)", &q.device(), || {
+        chunked_attention(q, k, v, heads, causal, max_bytes)
+    })
+}
+
+/// [`scaled_dot_product_attention`]'s body.
+fn chunked_attention(
     q: Tensor<3>,
     k: Tensor<3>,
     v: Tensor<3>,
@@ -247,7 +262,7 @@ impl Attention {
         let residual = self.residual_connection.then(|| x.clone());
         let x = match &self.group_norm {
             // GroupNorm runs over channels: [b, n, c] → [b, c, n] and back.
-            Some(norm) => norm.forward(x.swap_dims(1, 2)).swap_dims(1, 2),
+            Some(norm) => packed::group_norm(norm, x.swap_dims(1, 2)).swap_dims(1, 2),
             None => x,
         };
         let lora = self.lora.as_ref();
@@ -369,7 +384,9 @@ impl GeGlu {
         let inner = two_inner / 2;
         let hidden = h.clone().narrow(2, 0, inner);
         let gate = h.narrow(2, inner, inner);
-        hidden * gelu(gate)
+        profile::op("GEGLU (hidden · gelu(gate))", &hidden.device(), || {
+            hidden * gelu(gate)
+        })
     }
 }
 
@@ -467,12 +484,15 @@ impl BasicTransformerBlockConfig {
 impl BasicTransformerBlock {
     /// x: `[b, n, dim]`, context: `[b, m, cross_dim]` → `[b, n, dim]`.
     pub fn forward(&self, x: Tensor<3>, context: Tensor<3>) -> Tensor<3> {
-        let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
+        let x = self
+            .attn1
+            .forward(packed::layer_norm(&self.norm1, x.clone()), None)
+            + x;
         let x = self
             .attn2
-            .forward(self.norm2.forward(x.clone()), Some(context))
+            .forward(packed::layer_norm(&self.norm2, x.clone()), Some(context))
             + x;
-        self.ff.forward(self.norm3.forward(x.clone())) + x
+        self.ff.forward(packed::layer_norm(&self.norm3, x.clone())) + x
     }
 }
 

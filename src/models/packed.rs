@@ -5,37 +5,54 @@
 //! costs f32 memory (≤ 59 MB for the largest SD 1.5 convolution).
 //!
 //! Modules whose weights are already f32 take the plain path with no extra work.
+//!
+//! These are the networks' layer entry points (linear, convolution, normalisations), so each also
+//! reports its time to [`crate::profile`] when a profile is being taken.
 
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
-use burn::nn::{Linear, PaddingConfig2d};
+use burn::nn::{GroupNorm, LayerNorm, Linear, PaddingConfig2d};
 use burn::tensor::module;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 
+use crate::profile;
+
 /// `t` in `dtype` (a no-op when it already is). The widened copy is an ordinary intermediate:
 /// it never requires grad and is freed after the layer.
 pub(crate) fn widen<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
-    if t.dtype() == dtype { t } else { t.cast(dtype) }
+    if t.dtype() == dtype {
+        t
+    } else {
+        profile::op("f16 → f32 weight widening", &t.device(), || t.cast(dtype))
+    }
 }
 
 /// `linear.forward(x)` with the weight (and bias) widened to `x`'s dtype when they differ.
 pub fn linear<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
     let weight = linear.weight.val();
     let dtype = x.dtype();
+    let device = weight.device();
     if weight.dtype() == dtype {
-        return linear.forward(x);
+        return profile::op("linear", &device, || linear.forward(x));
     }
     let bias = linear.bias.as_ref().map(|b| widen(b.val(), dtype));
-    module::linear(x, widen(weight, dtype), bias)
+    let wide = widen(weight.clone(), dtype);
+    profile::op("linear", &device, || module::linear(x, wide, bias))
 }
 
 /// `conv.forward(x)` with the weight (and bias) widened to `x`'s dtype when they differ.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let weight = conv.weight.val();
     let dtype = x.dtype();
+    let kind = match conv.kernel_size {
+        [1, 1] => "conv 1×1",
+        [3, 3] => "conv 3×3",
+        _ => "conv (other kernel)",
+    };
+    let device = weight.device();
     if weight.dtype() == dtype {
-        return conv.forward(x);
+        return profile::op(kind, &device, || conv.forward(x));
     }
     let [kh, kw] = conv.kernel_size;
     let same = |k: usize, d: usize| {
@@ -54,7 +71,18 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         conv.groups,
     );
     let bias = conv.bias.as_ref().map(|b| widen(b.val(), dtype));
-    module::conv2d(x, widen(weight, dtype), bias, options)
+    let wide = widen(weight.clone(), dtype);
+    profile::op(kind, &device, || module::conv2d(x, wide, bias, options))
+}
+
+/// `norm.forward(x)` (vectors only, no widening), reported to the profiler as `group norm`.
+pub fn group_norm<const D: usize>(norm: &GroupNorm, x: Tensor<D>) -> Tensor<D> {
+    profile::op("group norm", &x.device(), || norm.forward(x))
+}
+
+/// `norm.forward(x)`, reported to the profiler as `layer norm`.
+pub fn layer_norm<const D: usize>(norm: &LayerNorm, x: Tensor<D>) -> Tensor<D> {
+    profile::op("layer norm", &x.device(), || norm.forward(x))
 }
 
 /// Stores every matrix and kernel (float parameters of rank ≥ 2, except embedding tables) of

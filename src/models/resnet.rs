@@ -81,7 +81,10 @@ pub struct ResnetBlock2D {
 impl ResnetBlock2D {
     /// x: `[b, c_in, h, w]`, temb: `[b, temb_channels]` → `[b, c_out, h, w]`.
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let h = packed::conv2d(&self.conv1, silu(self.norm1.forward(x.clone())));
+        let h = packed::conv2d(
+            &self.conv1,
+            silu(packed::group_norm(&self.norm1, x.clone())),
+        );
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
                 let t = packed::linear(proj, silu(temb.clone()));
@@ -90,7 +93,7 @@ impl ResnetBlock2D {
             }
             _ => h,
         };
-        let h = packed::conv2d(&self.conv2, silu(self.norm2.forward(h)));
+        let h = packed::conv2d(&self.conv2, silu(packed::group_norm(&self.norm2, h)));
         let skip = match &self.conv_shortcut {
             Some(shortcut) => packed::conv2d(shortcut, x),
             None => x,

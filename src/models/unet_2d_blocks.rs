@@ -98,7 +98,7 @@ impl Transformer2DModel {
     pub fn forward(&self, x: Tensor<4>, context: &Tensor<3>) -> Tensor<4> {
         let [b, _, h, w] = x.dims();
         let residual = x.clone();
-        let x = self.norm.forward(x);
+        let x = packed::group_norm(&self.norm, x);
         let tokens = |t: Tensor<4>| {
             let [_, ci, _, _] = t.dims();
             t.reshape([b, ci, h * w]).swap_dims(1, 2)

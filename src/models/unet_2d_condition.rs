@@ -543,7 +543,10 @@ impl UNet2DConditionModel {
 
         // 6. Post-process.
         (
-            packed::conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x))),
+            packed::conv2d(
+                &self.conv_out,
+                silu(packed::group_norm(&self.conv_norm_out, x)),
+            ),
             emb,
         )
     }

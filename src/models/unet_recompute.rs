@@ -22,6 +22,7 @@ use burn::tensor::{Gradients, Tensor};
 
 use super::packed;
 use super::unet_2d_condition::UNet2DConditionModel;
+use crate::profile;
 use crate::{Error, Result};
 
 /// One layer of the UNet forward, in order.
@@ -38,6 +39,22 @@ enum Layer {
     UpAttention(usize, usize),
     Upsample(usize, Option<[usize; 2]>),
     Out,
+}
+
+impl Layer {
+    /// What kind of layer it is, as [`crate::profile`] reports it.
+    fn kind(self) -> &'static str {
+        match self {
+            Layer::ConvIn => "conv_in",
+            Layer::DownResnet(..) | Layer::MidResnet(_) | Layer::UpResnet(..) => "resnet",
+            Layer::DownAttention(..) | Layer::MidAttention(_) | Layer::UpAttention(..) => {
+                "transformer"
+            }
+            Layer::Downsample(_) => "downsampler",
+            Layer::Upsample(..) => "upsampler",
+            Layer::Out => "conv_norm_out, SiLU, conv_out",
+        }
+    }
 }
 
 /// A layer as run: its saved input, the skip it consumed, whether its output is pushed as a
@@ -110,13 +127,15 @@ impl UNet2DConditionModel {
          -> Tensor<4> {
             let consumed = matches!(layer, Layer::UpResnet(..))
                 .then(|| skips.pop().expect("UNet skip connections exhausted"));
-            let out = self.apply_layer(
-                layer,
-                x.clone(),
-                consumed.as_ref().map(|(_, s)| s.clone()),
-                emb,
-                ehs,
-            );
+            let out = profile::layer(layer.kind(), &x.device(), || {
+                self.apply_layer(
+                    layer,
+                    x.clone(),
+                    consumed.as_ref().map(|(_, s)| s.clone()),
+                    emb,
+                    ehs,
+                )
+            });
             let index = steps.len();
             if push {
                 skips.push((index, out.clone()));
@@ -199,7 +218,10 @@ impl UNet2DConditionModel {
             }
             Layer::UpAttention(i, j) => self.up_blocks[i].attentions[j].forward(x, ehs),
             Layer::Upsample(i, size) => self.up_blocks[i].upsamplers[0].forward(x, size),
-            Layer::Out => packed::conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x))),
+            Layer::Out => packed::conv2d(
+                &self.conv_out,
+                silu(packed::group_norm(&self.conv_norm_out, x)),
+            ),
         }
     }
 

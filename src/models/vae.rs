@@ -229,7 +229,10 @@ impl Encoder {
             x = block.forward(x);
         }
         x = self.mid_block.forward(x);
-        packed::conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x)))
+        packed::conv2d(
+            &self.conv_out,
+            silu(packed::group_norm(&self.conv_norm_out, x)),
+        )
     }
 }
 
@@ -278,7 +281,10 @@ impl Decoder {
                 .silu()
                 .conv(&self.conv_out)
                 .merge(),
-            None => packed::conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x))),
+            None => packed::conv2d(
+                &self.conv_out,
+                silu(packed::group_norm(&self.conv_norm_out, x)),
+            ),
         }
     }
 }

@@ -145,6 +145,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Where the time of one full-size SD 1.5 UNet forward goes (random weights): per
+    /// operation (convolution, linear, attention core, norms, GEGLU, f16 widening) and per layer
+    /// kind, next to unprofiled forward and forward + backward times.
+    ProfileUnet {
+        /// Latent size (image size / 8): 64 for 512×512.
+        #[arg(long, default_value_t = 64)]
+        latent: usize,
+        /// `wgpu` or `cpu`.
+        #[arg(long, default_value = "wgpu")]
+        device: String,
+        /// Build the UNet from this diffusers folder's `unet/config.json` instead of SD 1.5.
+        #[arg(long)]
+        architecture: Option<PathBuf>,
+        #[command(flatten)]
+        flags: BenchFlags,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// How the synthetic benchmarks run (shared by `bench-synthetic` and `bench-unet`).
@@ -497,23 +516,7 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
             flags,
             json,
         } => {
-            let model = match &architecture {
-                None => bench::SyntheticModel::sd15(),
-                Some(dir) => {
-                    let read = |part: &str| {
-                        let path = dir.join(part).join("config.json");
-                        std::fs::read_to_string(&path).map_err(|e| {
-                            Error::InvalidInput(format!("cannot read `{}`: {e}", path.display()))
-                        })
-                    };
-                    bench::SyntheticModel::from_json(
-                        &dir.display().to_string(),
-                        &read("unet")?,
-                        &read("vae")?,
-                        &read("text_encoder")?,
-                    )?
-                }
-            };
+            let model = synthetic_model(architecture.as_deref())?;
             let (dev, adapter) = device::by_name(&device)?;
             eprintln!(
                 "adapter: {} ({}, {}), shader-f16 {}, maxStorageBufferBindingSize {} MiB; {}, latent {latent}×{latent} (image {}×{}){}",
@@ -655,5 +658,98 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
             }
             Ok(())
         }
+        Command::ProfileUnet {
+            latent,
+            device: which,
+            architecture,
+            flags,
+            json,
+        } => {
+            let model = synthetic_model(architecture.as_deref())?;
+            let (device, adapter) = device::by_name(&which)?;
+            eprintln!(
+                "adapter: {} ({}); {} UNet, latent {latent}×{latent}",
+                adapter.name, adapter.backend, model.name
+            );
+            let report = pollster::block_on(bench::profile_unet(
+                &device,
+                &model,
+                flags.options(latent),
+                adapter.max_storage_buffer_binding_size,
+            ))?;
+            if json {
+                let out = serde_json::json!({ "adapter": adapter, "report": report });
+                println!("{out}");
+            } else {
+                print_profile(&report, &adapter.name);
+            }
+            Ok(())
+        }
     }
+}
+
+/// SD 1.5, or the architecture of a diffusers folder's `unet/`, `vae/` and
+/// `text_encoder/config.json` (weights are never read).
+fn synthetic_model(architecture: Option<&Path>) -> Result<bench::SyntheticModel> {
+    let Some(dir) = architecture else {
+        return Ok(bench::SyntheticModel::sd15());
+    };
+    let read = |part: &str| {
+        let path = dir.join(part).join("config.json");
+        std::fs::read_to_string(&path)
+            .map_err(|e| Error::InvalidInput(format!("cannot read `{}`: {e}", path.display())))
+    };
+    bench::SyntheticModel::from_json(
+        &dir.display().to_string(),
+        &read("unet")?,
+        &read("vae")?,
+        &read("text_encoder")?,
+    )
+}
+
+/// The profile as two tables (operations, layers) with shares of the profiled forward.
+fn print_profile(report: &bench::UNetProfileReport, adapter: &str) {
+    let total = report.profiled_forward_millis;
+    println!(
+        "{} UNet, latent {l}×{l}, weights in {}, compute f32, on {adapter}: forward {:.0} ms, \
+         forward + backward (recomputation) {:.0} ms; profiled forward {:.0} ms",
+        report.model,
+        if report.f16_weights { "f16" } else { "f32" },
+        report.forward_millis,
+        report.forward_backward_millis,
+        total,
+        l = report.latent_size
+    );
+    let table = |title: &str, rows: &[gooddrag::profile::KindTime], rest: Option<&str>| {
+        println!(
+            "{title:<44} {:>7} {:>11} {:>7}",
+            "count", "time (ms)", "share"
+        );
+        let mut sum = 0.0;
+        for r in rows {
+            sum += r.millis;
+            println!(
+                "{:<44} {:>7} {:>11.1} {:>6.1}%",
+                r.kind,
+                r.count,
+                r.millis,
+                100.0 * r.millis / total
+            );
+        }
+        if let Some(rest) = rest {
+            let other = (total - sum).max(0.0);
+            println!(
+                "{rest:<44} {:>7} {other:>11.1} {:>6.1}%",
+                "",
+                100.0 * other / total
+            );
+        }
+    };
+    table(
+        "operation",
+        &report.profile.ops,
+        Some("other (SiLU, adds, concat, reshapes, time emb.)"),
+    );
+    println!();
+    table("layer", &report.profile.layers, None);
 }
