@@ -95,14 +95,24 @@ fn aldd_visits_timesteps_741_to_621_with_the_stated_counts() {
         vec![[20.0, 30.0], [56.0, 30.0]],
     );
     let r = &out.record;
-    // 7 drag timesteps (741, 721, …, 621) × 10 operations × 3 supervision steps.
+    // 7 drag timesteps (741, 721, …, 621) × 10 operations × 3 supervision steps, except that an
+    // operation ends early when every handle sits on its target (drag loss 0 ≤ the threshold
+    // 0): whether a handle lands exactly there depends on the last bits of the gradients.
     assert_eq!(
         r.drag_timesteps,
         (0..7).collect::<Vec<_>>(),
         "stop: {:?}",
         r.stop
     );
-    assert_eq!(r.losses.len(), 210);
+    let (mut operations, mut steps) = (0, 0);
+    for &drag in &r.drag_losses {
+        steps += 1;
+        if steps == 3 || drag <= 0.0 {
+            operations += 1;
+            steps = 0;
+        }
+    }
+    assert_eq!((operations, steps), (70, 0), "{:?}", r.drag_losses);
     // One tracking at the start of each timestep plus one per operation, after the initial entry.
     assert_eq!(r.handle_history.len(), 1 + 7 * 11);
     assert_eq!(r.stop, Some(StopReason::Completed));
@@ -111,7 +121,7 @@ fn aldd_visits_timesteps_741_to_621_with_the_stated_counts() {
     assert_eq!(count(|e| matches!(e, Progress::Invert { .. })), 38);
     assert_eq!(count(|e| matches!(e, Progress::Denoise { .. })), 38);
     assert_eq!(count(|e| matches!(e, Progress::Preview { .. })), 7);
-    assert_eq!(count(|e| matches!(e, Progress::Drag { .. })), 210);
+    assert_eq!(count(|e| matches!(e, Progress::Drag { .. })), r.losses.len());
     assert!(r.losses.iter().all(|l| l.is_finite()));
 }
 

@@ -17,9 +17,9 @@ use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 
+use super::conv_gemm;
 use super::packed::widen;
 use super::resnet::{ResnetBlock2D, Upsample2D, upsample_nearest2x};
 use super::unet_2d_blocks::UpDecoderBlock2D;
@@ -103,7 +103,12 @@ impl Bands {
             .map(|i| {
                 let band = &self.0[i];
                 if halo == 0 {
-                    return conv2d(band.clone(), weight.clone(), bias.clone(), options.clone());
+                    return conv_gemm::conv2d(
+                        band.clone(),
+                        weight.clone(),
+                        bias.clone(),
+                        options.clone(),
+                    );
                 }
                 let [b, c, _, w] = band.dims();
                 let zeros = || Tensor::zeros([b, c, halo, w], &band.device());
@@ -118,7 +123,7 @@ impl Bands {
                     zeros()
                 };
                 let extended = Tensor::cat(vec![above, band.clone(), below], 2);
-                conv2d(extended, weight.clone(), bias.clone(), options.clone())
+                conv_gemm::conv2d(extended, weight.clone(), bias.clone(), options.clone())
             })
             .collect();
         Self(out)

@@ -6,6 +6,7 @@ pub mod tokenizer;
 pub mod attention;
 pub mod banded;
 pub mod clip;
+pub mod conv_gemm;
 pub mod embeddings;
 pub mod packed;
 pub mod resnet;

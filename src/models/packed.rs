@@ -16,6 +16,7 @@ use burn::tensor::module;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 
+use super::conv_gemm;
 use crate::profile;
 
 /// `t` in `dtype` (a no-op when it already is). The widened copy is an ordinary intermediate:
@@ -41,19 +42,15 @@ pub fn linear<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
     profile::op("linear", &device, || module::linear(x, wide, bias))
 }
 
-/// `conv.forward(x)` with the weight (and bias) widened to `x`'s dtype when they differ.
+/// `conv.forward(x)` with the weight (and bias) widened to `x`'s dtype when they differ,
+/// computed by [`conv_gemm`](super::conv_gemm) (matrix multiplications) where it applies.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let weight = conv.weight.val();
     let dtype = x.dtype();
     let kind = match conv.kernel_size {
         [1, 1] => "conv 1×1",
         [3, 3] => "conv 3×3",
         _ => "conv (other kernel)",
     };
-    let device = weight.device();
-    if weight.dtype() == dtype {
-        return profile::op(kind, &device, || conv.forward(x));
-    }
     let [kh, kw] = conv.kernel_size;
     let same = |k: usize, d: usize| {
         let total = (k - 1) * d;
@@ -70,9 +67,11 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         conv.dilation,
         conv.groups,
     );
+    let weight = widen(conv.weight.val(), dtype);
     let bias = conv.bias.as_ref().map(|b| widen(b.val(), dtype));
-    let wide = widen(weight.clone(), dtype);
-    profile::op(kind, &device, || module::conv2d(x, wide, bias, options))
+    profile::op(kind, &weight.device(), || {
+        conv_gemm::conv2d(x, weight, bias, options)
+    })
 }
 
 /// `norm.forward(x)` (vectors only, no widening), reported to the profiler as `group norm`.
