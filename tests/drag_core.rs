@@ -121,7 +121,10 @@ fn aldd_visits_timesteps_741_to_621_with_the_stated_counts() {
     assert_eq!(count(|e| matches!(e, Progress::Invert { .. })), 38);
     assert_eq!(count(|e| matches!(e, Progress::Denoise { .. })), 38);
     assert_eq!(count(|e| matches!(e, Progress::Preview { .. })), 7);
-    assert_eq!(count(|e| matches!(e, Progress::Drag { .. })), r.losses.len());
+    assert_eq!(
+        count(|e| matches!(e, Progress::Drag { .. })),
+        r.losses.len()
+    );
     assert!(r.losses.iter().all(|l| l.is_finite()));
 }
 
