@@ -412,6 +412,85 @@ pub async fn profile_unet(
     })
 }
 
+/// One convolution shape timed both ways.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConvTiming {
+    /// `[batch, channels, height, width]` of the input; the kernel is 3×3, channels → channels.
+    pub input: [usize; 4],
+    /// burn's convolution kernel (cubecl's direct kernel without autotune), ms per call.
+    pub burn_millis: f64,
+    /// [`crate::models::conv_gemm`] (what the networks use), ms per call.
+    pub matmul_millis: f64,
+    /// Largest |difference| between the two outputs.
+    pub max_abs_difference: f32,
+}
+
+/// Times one 3×3 convolution of each SD 1.5 UNet level at `latent_size` (320 channels at the
+/// full latent size, 640 at half, 1280 at a quarter and an eighth) both with burn's kernel and
+/// as matrix multiplications, after one untimed call of each; `reps` timed calls each.
+pub async fn conv_kernels(
+    device: &Device,
+    latent_size: usize,
+    reps: usize,
+) -> Result<Vec<ConvTiming>> {
+    use crate::models::conv_gemm;
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+
+    BenchOptions {
+        latent_size,
+        warm_up: true,
+        checkpointing: false,
+        dry_run: false,
+        f32_weights: false,
+    }
+    .check()?;
+    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    let mut out = Vec::new();
+    for (channels, size) in [
+        (320, latent_size),
+        (640, latent_size / 2),
+        (1280, latent_size / 4),
+        (1280, latent_size / 8),
+    ] {
+        let input = [1, channels, size, size];
+        let x = Tensor::<4>::random(input, Distribution::Normal(0.0, 1.0), device);
+        let w = Tensor::<4>::random(
+            [channels, channels, 3, 3],
+            Distribution::Normal(0.0, 0.02),
+            device,
+        );
+        let burn = || conv2d(x.clone(), w.clone(), None, options.clone());
+        let matmul = || {
+            conv_gemm::conv2d_by_matmul(
+                x.clone(),
+                w.clone(),
+                None,
+                options.clone(),
+                conv_gemm::COLUMN_BYTES,
+            )
+        };
+        let difference = read_f32((burn() - matmul()).abs().max()).await?[0];
+        let time = async |f: &dyn Fn() -> Tensor<4>| -> Result<f64> {
+            let started = now_ms();
+            for _ in 0..reps.max(1) {
+                read_f32(f().sum()).await?;
+            }
+            Ok((now_ms() - started) / reps.max(1) as f64)
+        };
+        let burn_millis = time(&burn).await?;
+        let matmul_millis = time(&matmul).await?;
+        out.push(ConvTiming {
+            input,
+            burn_millis,
+            matmul_millis,
+            max_abs_difference: difference,
+        });
+    }
+    Ok(out)
+}
+
 /// One phase of the default edit, measured once and multiplied by how often the default
 /// schedule runs it.
 #[derive(Debug, Clone, Serialize)]

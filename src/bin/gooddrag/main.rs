@@ -164,6 +164,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Time one 3×3 convolution of each SD 1.5 UNet level both with burn's kernel and as
+    /// matrix multiplications (what the networks use), random data.
+    BenchConv {
+        /// Latent size (image size / 8): 64 for 512×512.
+        #[arg(long, default_value_t = 64)]
+        latent: usize,
+        /// `wgpu` or `cpu`.
+        #[arg(long, default_value = "wgpu")]
+        device: String,
+        /// Timed calls per kernel and shape (after one untimed call).
+        #[arg(long, default_value_t = 2)]
+        reps: usize,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// How the synthetic benchmarks run (shared by `bench-synthetic` and `bench-unet`).
@@ -655,6 +671,40 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
                      transient: burn's sliced pools (activations), MiB; no buffer can exceed maxStorageBufferBindingSize = {} MiB.",
                     adapter.max_storage_buffer_binding_size >> 20
                 );
+            }
+            Ok(())
+        }
+        Command::BenchConv {
+            latent,
+            device: which,
+            reps,
+            json,
+        } => {
+            let (device, adapter) = device::by_name(&which)?;
+            let rows = pollster::block_on(bench::conv_kernels(&device, latent, reps))?;
+            if json {
+                let out = serde_json::json!({ "adapter": adapter, "convolutions": rows });
+                println!("{out}");
+            } else {
+                println!(
+                    "3×3 convolutions of the SD 1.5 UNet at latent {latent}×{latent} on {}",
+                    adapter.name
+                );
+                println!(
+                    "{:<22} {:>12} {:>12} {:>8} {:>10}",
+                    "input", "burn (ms)", "matmul (ms)", "speed-up", "max |Δ|"
+                );
+                for r in &rows {
+                    let [b, c, h, w] = r.input;
+                    println!(
+                        "{:<22} {:>12.1} {:>12.1} {:>7.2}× {:>10.1e}",
+                        format!("{b}×{c}×{h}×{w}"),
+                        r.burn_millis,
+                        r.matmul_millis,
+                        r.burn_millis / r.matmul_millis,
+                        r.max_abs_difference
+                    );
+                }
             }
             Ok(())
         }
