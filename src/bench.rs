@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::clock::now_ms;
 use crate::models::attention::attention_budget;
 use crate::models::clip::ClipTextConfig;
-use crate::models::unet_2d_condition::{PerBlock, UNet2DConditionConfig};
+use crate::models::unet_2d_condition::{PerBlock, UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::AutoencoderKLConfig;
 use crate::probe::read_f32;
 use crate::progress::Cancel;
@@ -193,6 +193,33 @@ fn planning_only() -> bool {
     }
 }
 
+/// The UNet benchmarks' loss: it reads the noise prediction and the tapped features, so its
+/// backward crosses the whole UNet as a motion-supervision step's does.
+fn synthetic_loss(noise_pred: &Tensor<4>, features: &Tensor<4>) -> Tensor<1> {
+    noise_pred.clone().powi_scalar(2).mean() + features.clone().powi_scalar(2).mean()
+}
+
+/// ∂[`synthetic_loss`]/∂latent by layer-wise recomputation (the editor's backward).
+fn recomputed_latent_gradient(
+    unet: &UNet2DConditionModel,
+    latent: Tensor<4>,
+    timestep: &[f32],
+    text: Tensor<3>,
+) -> Result<Tensor<4>> {
+    let fb = unet.forward_backward(
+        latent,
+        timestep,
+        text,
+        Some(FEATURE_BLOCK),
+        &mut |x| {
+            let features = x.features.as_ref().expect("tapped");
+            Ok(synthetic_loss(&x.noise_pred, features))
+        },
+        &mut |_| {},
+    )?;
+    Ok(fb.sample_grad)
+}
+
 /// How a benchmark pass runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
@@ -231,9 +258,6 @@ pub async fn unet_sd15(
     let timestep = [741.0f32];
     let mut phases = Vec::new();
 
-    let loss_of = |eps: &Tensor<4>, features: &Tensor<4>| {
-        eps.clone().powi_scalar(2).mean() + features.clone().powi_scalar(2).mean()
-    };
     let mut run = async |name: &str, pass: Pass| -> Result<()> {
         // Pages kept from the previous phase are given back, so the reserved bytes read
         // after this one are its own need (weights included).
@@ -243,31 +267,22 @@ pub async fn unet_sd15(
             Pass::Forward => {
                 let out = unet.forward(latent(), &timestep, text.clone(), &[FEATURE_BLOCK]);
                 let f = out.up_block(FEATURE_BLOCK).cloned().expect("tapped");
-                loss_of(&out.noise_pred, &f)
+                synthetic_loss(&out.noise_pred, &f)
             }
             Pass::Autodiff => {
                 let z = latent().require_grad();
                 let out = unet.forward(z.clone(), &timestep, text.clone(), &[FEATURE_BLOCK]);
                 let f = out.up_block(FEATURE_BLOCK).cloned().expect("tapped");
-                let grads = loss_of(&out.noise_pred, &f).backward();
+                let grads = synthetic_loss(&out.noise_pred, &f).backward();
                 let g = z
                     .grad(&grads)
                     .ok_or_else(|| Error::Readback("the latent received no gradient".into()))?;
                 g.abs().sum()
             }
             Pass::Recompute => {
-                let fb = unet.forward_backward(
-                    latent(),
-                    &timestep,
-                    text.clone(),
-                    Some(FEATURE_BLOCK),
-                    &mut |x| {
-                        let f = x.features.as_ref().expect("tapped");
-                        Ok(loss_of(&x.noise_pred, f))
-                    },
-                    &mut |_| {},
-                )?;
-                fb.sample_grad.abs().sum()
+                recomputed_latent_gradient(&unet, latent(), &timestep, text.clone())?
+                    .abs()
+                    .sum()
             }
         };
         let value = read_f32(check).await?[0];
@@ -379,18 +394,8 @@ pub async fn profile_unet(
     };
     let forward_backward = async || -> Result<f64> {
         let started = now_ms();
-        let fb = unet.forward_backward(
-            latent(),
-            &timestep,
-            text.clone(),
-            Some(FEATURE_BLOCK),
-            &mut |x| {
-                let f = x.features.as_ref().expect("tapped");
-                Ok(x.noise_pred.clone().powi_scalar(2).mean() + f.clone().powi_scalar(2).mean())
-            },
-            &mut |_| {},
-        )?;
-        read_f32(fb.sample_grad.abs().sum()).await?;
+        let grad = recomputed_latent_gradient(&unet, latent(), &timestep, text.clone())?;
+        read_f32(grad.abs().sum()).await?;
         Ok(now_ms() - started)
     };
     if options.warm_up {

@@ -283,20 +283,19 @@ fn dai_matches_hand_computed_values() {
 
 /// `bench-synthetic` on the tiny architecture: every phase of the edit runs through the real
 /// code paths on both devices (on wgpu with gradient checkpointing), and the report adds up.
+/// `gooddrag <subcommand> --latent 8 --json --device <device>` on the tiny architecture.
+fn tiny_synthetic(subcommand: &str, device: &str) -> Command {
+    let mut cmd = bin();
+    cmd.args([subcommand, "--latent", "8", "--json", "--device", device])
+        .arg("--architecture")
+        .arg(fixture_dir());
+    cmd
+}
+
 #[test]
 fn bench_synthetic_runs_every_phase_of_the_edit() {
     for (device, checkpointing) in [("cpu", false), ("wgpu", true)] {
-        let mut cmd = bin();
-        cmd.args([
-            "bench-synthetic",
-            "--latent",
-            "8",
-            "--json",
-            "--device",
-            device,
-        ])
-        .arg("--architecture")
-        .arg(fixture_dir());
+        let mut cmd = tiny_synthetic("bench-synthetic", device);
         if !checkpointing {
             cmd.arg("--no-checkpointing");
         }
@@ -357,18 +356,7 @@ fn bench_synthetic_runs_every_phase_of_the_edit() {
 #[test]
 fn profile_unet_attributes_the_forward_to_operations_and_layers() {
     for device in ["cpu", "wgpu"] {
-        let mut cmd = bin();
-        cmd.args([
-            "profile-unet",
-            "--latent",
-            "8",
-            "--json",
-            "--device",
-            device,
-        ])
-        .arg("--architecture")
-        .arg(fixture_dir());
-        let (ok, stdout, stderr) = run(&mut cmd);
+        let (ok, stdout, stderr) = run(&mut tiny_synthetic("profile-unet", device));
         assert!(ok, "{device}: {stderr}");
         let out: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
         let report = &out["report"];

@@ -116,16 +116,8 @@ enum Command {
     /// downloaded), measured once each and extrapolated by the default schedule's counts:
     /// time, reserved device memory and the largest buffer per phase.
     BenchSynthetic {
-        /// Latent size (image size / 8): 64 for 512×512.
-        #[arg(long, default_value_t = 64)]
-        latent: usize,
-        /// `wgpu` or `cpu`.
-        #[arg(long, default_value = "wgpu")]
-        device: String,
-        /// Build the architecture from this diffusers folder's `unet/`, `vae/` and
-        /// `text_encoder/config.json` instead of SD 1.5 (weights are still random; none are read).
-        #[arg(long)]
-        architecture: Option<PathBuf>,
+        #[command(flatten)]
+        synthetic: SyntheticArgs,
         #[command(flatten)]
         flags: BenchFlags,
         /// Print the report as JSON on stdout.
@@ -149,15 +141,8 @@ enum Command {
     /// operation (convolution, linear, attention core, norms, GEGLU, f16 widening) and per layer
     /// kind, next to unprofiled forward and forward + backward times.
     ProfileUnet {
-        /// Latent size (image size / 8): 64 for 512×512.
-        #[arg(long, default_value_t = 64)]
-        latent: usize,
-        /// `wgpu` or `cpu`.
-        #[arg(long, default_value = "wgpu")]
-        device: String,
-        /// Build the UNet from this diffusers folder's `unet/config.json` instead of SD 1.5.
-        #[arg(long)]
-        architecture: Option<PathBuf>,
+        #[command(flatten)]
+        synthetic: SyntheticArgs,
         #[command(flatten)]
         flags: BenchFlags,
         /// Print the report as JSON on stdout.
@@ -180,6 +165,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What a synthetic benchmark builds (random weights) and where it runs.
+#[derive(Args, Debug)]
+struct SyntheticArgs {
+    /// Latent size (image size / 8): 64 for 512×512.
+    #[arg(long, default_value_t = 64)]
+    latent: usize,
+    /// `wgpu` or `cpu`.
+    #[arg(long, default_value = "wgpu")]
+    device: String,
+    /// Build the architecture from this diffusers folder's `unet/`, `vae/` and
+    /// `text_encoder/config.json` instead of SD 1.5 (weights are still random; none are read).
+    #[arg(long)]
+    architecture: Option<PathBuf>,
 }
 
 /// How the synthetic benchmarks run (shared by `bench-synthetic` and `bench-unet`).
@@ -526,9 +526,12 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
             Ok(())
         }
         Command::BenchSynthetic {
-            latent,
-            device,
-            architecture,
+            synthetic:
+                SyntheticArgs {
+                    latent,
+                    device,
+                    architecture,
+                },
             flags,
             json,
         } => {
@@ -709,9 +712,12 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
             Ok(())
         }
         Command::ProfileUnet {
-            latent,
-            device: which,
-            architecture,
+            synthetic:
+                SyntheticArgs {
+                    latent,
+                    device: which,
+                    architecture,
+                },
             flags,
             json,
         } => {
