@@ -9,8 +9,6 @@
 //! without it. When no profiler is active a scope is one thread-local check. Native only: in
 //! the browser (no blocking device wait) scopes just run their closure.
 
-use std::collections::BTreeMap;
-
 use burn::tensor::Device;
 use serde::Serialize;
 
@@ -126,7 +124,8 @@ impl Drop for Profiler {
     }
 }
 
-fn sorted(tally: BTreeMap<&'static str, (f64, usize)>) -> Vec<KindTime> {
+#[cfg(not(target_arch = "wasm32"))]
+fn sorted(tally: std::collections::BTreeMap<&'static str, (f64, usize)>) -> Vec<KindTime> {
     let mut v: Vec<KindTime> = tally
         .into_iter()
         .map(|(kind, (seconds, count))| KindTime {
