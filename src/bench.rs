@@ -151,13 +151,7 @@ impl MemoryPlan {
 impl BenchOptions {
     /// Refuses a latent size that is not a positive multiple of 8.
     fn check(&self) -> Result<()> {
-        let n = self.latent_size;
-        if n == 0 || n % 8 != 0 {
-            return Err(Error::InvalidInput(format!(
-                "latent size {n}: use a positive multiple of 8 (64 for 512×512 images)"
-            )));
-        }
-        Ok(())
+        check_latent_size(self.latent_size)
     }
 
     /// The memory-only measurement these options ask for, if any (held for the whole run).
@@ -170,6 +164,16 @@ impl BenchOptions {
     fn f16_weights(&self, device: &Device) -> bool {
         !self.f32_weights && device.supports_dtype(burn::tensor::FloatDType::F16)
     }
+}
+
+/// Refuses a latent size that is not a positive multiple of 8 (the UNet halves it three times).
+fn check_latent_size(n: usize) -> Result<()> {
+    if n == 0 || n % 8 != 0 {
+        return Err(Error::InvalidInput(format!(
+            "latent size {n}: use a positive multiple of 8 (64 for 512×512 images)"
+        )));
+    }
+    Ok(())
 }
 
 /// `module` as the editor would hold it: matrices and kernels in f16 when `f16`.
@@ -443,14 +447,7 @@ pub async fn conv_kernels(
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
 
-    BenchOptions {
-        latent_size,
-        warm_up: true,
-        checkpointing: false,
-        dry_run: false,
-        f32_weights: false,
-    }
-    .check()?;
+    check_latent_size(latent_size)?;
     let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
     let mut out = Vec::new();
     for (channels, size) in [

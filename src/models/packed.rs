@@ -38,7 +38,7 @@ pub fn linear<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
         return profile::op("linear", &device, || linear.forward(x));
     }
     let bias = linear.bias.as_ref().map(|b| widen(b.val(), dtype));
-    let wide = widen(weight.clone(), dtype);
+    let wide = widen(weight, dtype);
     profile::op("linear", &device, || module::linear(x, wide, bias))
 }
 

@@ -526,17 +526,12 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
             Ok(())
         }
         Command::BenchSynthetic {
-            synthetic:
-                SyntheticArgs {
-                    latent,
-                    device,
-                    architecture,
-                },
+            synthetic,
             flags,
             json,
         } => {
-            let model = synthetic_model(architecture.as_deref())?;
-            let (dev, adapter) = device::by_name(&device)?;
+            let (model, dev, adapter) = synthetic.open()?;
+            let latent = synthetic.latent;
             eprintln!(
                 "adapter: {} ({}, {}), shader-f16 {}, maxStorageBufferBindingSize {} MiB; {}, latent {latent}×{latent} (image {}×{}){}",
                 adapter.name,
@@ -553,7 +548,7 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
                     ""
                 }
             );
-            if flags.dry_run && device != "wgpu" {
+            if flags.dry_run && synthetic.device != "wgpu" {
                 return Err(Error::InvalidInput(
                     "--dry-run measures the wgpu allocator; use --device wgpu".into(),
                 ));
@@ -712,17 +707,12 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
             Ok(())
         }
         Command::ProfileUnet {
-            synthetic:
-                SyntheticArgs {
-                    latent,
-                    device: which,
-                    architecture,
-                },
+            synthetic,
             flags,
             json,
         } => {
-            let model = synthetic_model(architecture.as_deref())?;
-            let (device, adapter) = device::by_name(&which)?;
+            let (model, device, adapter) = synthetic.open()?;
+            let latent = synthetic.latent;
             eprintln!(
                 "adapter: {} ({}); {} UNet, latent {latent}×{latent}",
                 adapter.name, adapter.backend, model.name
@@ -744,23 +734,36 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
     }
 }
 
-/// SD 1.5, or the architecture of a diffusers folder's `unet/`, `vae/` and
-/// `text_encoder/config.json` (weights are never read).
-fn synthetic_model(architecture: Option<&Path>) -> Result<bench::SyntheticModel> {
-    let Some(dir) = architecture else {
-        return Ok(bench::SyntheticModel::sd15());
-    };
-    let read = |part: &str| {
-        let path = dir.join(part).join("config.json");
-        std::fs::read_to_string(&path)
-            .map_err(|e| Error::InvalidInput(format!("cannot read `{}`: {e}", path.display())))
-    };
-    bench::SyntheticModel::from_json(
-        &dir.display().to_string(),
-        &read("unet")?,
-        &read("vae")?,
-        &read("text_encoder")?,
-    )
+impl SyntheticArgs {
+    /// The architecture to build — SD 1.5, or `--architecture`'s `unet/`, `vae/` and
+    /// `text_encoder/config.json` (weights are never read) — and the device to run it on.
+    fn open(
+        &self,
+    ) -> Result<(
+        bench::SyntheticModel,
+        burn::tensor::Device,
+        device::AdapterReport,
+    )> {
+        let model = match &self.architecture {
+            None => bench::SyntheticModel::sd15(),
+            Some(dir) => {
+                let read = |part: &str| {
+                    let path = dir.join(part).join("config.json");
+                    std::fs::read_to_string(&path).map_err(|e| {
+                        Error::InvalidInput(format!("cannot read `{}`: {e}", path.display()))
+                    })
+                };
+                bench::SyntheticModel::from_json(
+                    &dir.display().to_string(),
+                    &read("unet")?,
+                    &read("vae")?,
+                    &read("text_encoder")?,
+                )?
+            }
+        };
+        let (device, adapter) = device::by_name(&self.device)?;
+        Ok((model, device, adapter))
+    }
 }
 
 /// The profile as two tables (operations, layers) with shares of the profiled forward.
