@@ -5,6 +5,9 @@ Usage (from the repository root):
 
     python3 -m venv .venv-fixtures && .venv-fixtures/bin/pip install -r scripts/requirements-fixtures.txt && .venv-fixtures/bin/python scripts/make_fixtures.py
 
+`scripts/make_fixtures.py --gooddrag-lora` redoes only the diffusers load of the LoRA file this
+project's writer produced (tests/fixtures/gooddrag-lora/, see `expected_gooddrag_lora`).
+
 What it writes (all deterministic: fixed seeds, float32 on the CPU, one thread):
 
     tests/fixtures/tiny-sd/
@@ -129,7 +132,7 @@ CLIP_LAYERS = 2
 CLIP_HEADS = 4
 CLIP_INTERMEDIATE = 37
 
-# The DDIM construction of the GoodDrag reference (spec §1.7), made explicit.
+# The DDIM construction of the GoodDrag reference (docs/ALGORITHM.md §1.7), made explicit.
 SCHEDULER_CONFIG = dict(
     num_train_timesteps=1000,
     beta_start=0.00085,
@@ -761,6 +764,35 @@ def expected_lora(exp: Path) -> None:
     save_tensors(exp / "lora_loaded.safetensors", {f"noise_pred_{k}": v for k, v in res.items()})
 
 
+# A LoRA file written by this project's own writer (`gooddrag::lora::write_lora`), committed
+# by `cargo test` (tests/lora_parity.rs, GOODDRAG_UPDATE_FIXTURES=1 rewrites it), and what
+# diffusers computes with it loaded: the check that the files GoodDrag Web writes load in
+# diffusers, automated instead of done by hand.
+GOODDRAG_LORA_DIR = ROOT / "tests" / "fixtures" / "gooddrag-lora"
+
+
+def expected_gooddrag_lora() -> None:
+    """Loads tests/fixtures/gooddrag-lora/pytorch_lora_weights.safetensors the way a diffusers
+    user does (`StableDiffusionPipeline.lora_state_dict` + `load_lora_adapter`) into the tiny
+    UNet and writes its noise prediction on the UNet fixture's input at t = 741."""
+    from diffusers import StableDiffusionPipeline
+
+    path = GOODDRAG_LORA_DIR / "pytorch_lora_weights.safetensors"
+    if not path.is_file():
+        print(f"skipped: {path.relative_to(ROOT)} is missing (run the Rust tests first)")
+        return
+    base = _load(OUT / "expected" / "unet.safetensors")
+    unet = UNet2DConditionModel.from_pretrained(OUT / "unet", torch_dtype=torch.float32).eval()
+    sd, alphas = StableDiffusionPipeline.lora_state_dict(str(path))
+    assert sd, "diffusers found no LoRA weights in the file"
+    unet.load_lora_adapter(sd, network_alphas=alphas, prefix="unet", adapter_name="gooddrag")
+    loaded = sum(1 for n, _ in unet.named_parameters() if "lora_" in n)
+    assert loaded == len(sd), f"diffusers attached {loaded} LoRA parameters for {len(sd)} tensors"
+    with torch.no_grad():
+        pred = unet(base["sample"], 741, encoder_hidden_states=base["encoder_hidden_states"]).sample
+    save_tensors(GOODDRAG_LORA_DIR / "diffusers_output.safetensors", {"noise_pred": pred})
+
+
 def expected_drag(exp: Path) -> None:
     """One GoodDrag motion-supervision step and one point tracking, written as the official code
     has them (`interpolate_feature_patch`, `cal_motion_supervision_loss`, `point_tracking`;
@@ -955,6 +987,11 @@ def write_versions(exp: Path) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--gooddrag-lora"]:
+        # Only the diffusers load of the LoRA file this project wrote (tiny-sd/ must exist).
+        torch.set_num_threads(1)
+        expected_gooddrag_lora()
+        return
     torch.manual_seed(0)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -982,6 +1019,7 @@ def main() -> None:
     write_dragbench_pickles()
     check_fp16_variants()
     write_versions(exp)
+    expected_gooddrag_lora()
 
     total = 0
     for path in sorted(OUT.rglob("*")):

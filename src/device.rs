@@ -42,7 +42,7 @@ impl AdapterReport {
             device_type: format!("{:?}", info.device_type),
             shader_f16: features.contains(burn::tensor::wgpu::wgpu::Features::SHADER_F16),
             max_buffer_size: limits.max_buffer_size,
-            max_storage_buffer_binding_size: u64::from(limits.max_storage_buffer_binding_size),
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
         }
     }
 }

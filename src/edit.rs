@@ -1,4 +1,4 @@
-//! One whole GoodDrag edit (spec §1.0, Appendix A), the same for the browser and the CLI:
+//! One whole GoodDrag edit (docs/ALGORITHM.md §1.0, Appendix A), the same for the browser and the CLI:
 //!
 //! 1. validate the image, mask and points; embed the prompt with CLIP;
 //! 2. fine-tune a LoRA on the image (or apply a given one, or none);
@@ -8,48 +8,17 @@
 //!
 //! Every phase is timed and reports progress; cancellation is checked between steps.
 
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 use crate::clock::now_ms;
 use crate::drag::{DragConfig, DragRecord, DragSession, Frame, LatentMask, PointPairs};
 use crate::error::{Error, Result};
+use crate::image::{RgbImage, resize_bilinear};
 use crate::lora::{self, LoraSet, train_lora};
-use crate::models::clip::ClipTextModel;
-use crate::models::tokenizer::ClipTokenizer;
-use crate::models::unet_2d_condition::UNet2DConditionModel;
-use crate::models::vae::AutoencoderKL;
+use crate::model_set::Models;
 use crate::pipeline::{decode, encode, image_to_tensor, invert, tensor_to_rgb8};
 use crate::progress::{Cancel, Progress};
-use crate::schedulers::{DdimScheduler, DdimSchedulerConfig};
-
-/// The loaded networks of one diffusers model, on one (autodiff) device.
-pub struct Models {
-    /// The UNet; its base weights never require gradients.
-    pub unet: UNet2DConditionModel,
-    /// The VAE.
-    pub vae: AutoencoderKL,
-    /// CLIP text encoder.
-    pub text_encoder: ClipTextModel,
-    /// CLIP tokenizer.
-    pub tokenizer: ClipTokenizer,
-    /// `scheduler/scheduler_config.json` (defaults when absent).
-    pub scheduler: DdimSchedulerConfig,
-    /// The device everything lives on (autodiff, so the drag can differentiate).
-    pub device: Device,
-}
-
-/// An RGB8 image.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RgbImage {
-    /// Width in pixels.
-    pub width: usize,
-    /// Height in pixels.
-    pub height: usize,
-    /// Row-major RGB bytes, `3·width·height`.
-    pub rgb: Vec<u8>,
-}
+use crate::schedulers::DdimScheduler;
 
 /// Which LoRA the edit uses.
 #[derive(Debug, Clone, Default)]
@@ -93,7 +62,7 @@ pub struct EditOutput {
     pub image: RgbImage,
     /// Final handle positions, image `[x, y]`.
     pub final_handles: Vec<[f64; 2]>,
-    /// `new_points.json` layout: final handle, original target, … (spec §1.17).
+    /// `new_points.json` layout: final handle, original target, … (docs/ALGORITHM.md §1.17).
     pub new_points: Vec<[f64; 2]>,
     /// Per-phase wall times.
     pub timings: Vec<PhaseTiming>,
@@ -111,16 +80,6 @@ pub struct EditOutput {
     pub lora_losses: Vec<f32>,
     /// The image frame (sizes at image and feature resolution).
     pub frame: Frame,
-}
-
-impl Models {
-    /// Prompt → CLIP last hidden state `[1, 77, d]`.
-    pub fn embed_prompt(&self, prompt: &str) -> Result<Tensor<3>> {
-        let ids = self
-            .tokenizer
-            .encode_padded(prompt, self.tokenizer.model_max_length());
-        self.text_encoder.forward(&[ids])
-    }
 }
 
 /// What an edit of the same image can reuse (issue: re-editing must not retrain or re-invert):
@@ -153,20 +112,6 @@ impl EditCache {
     pub fn clear(&mut self) {
         *self = Self::default();
     }
-}
-
-/// Bilinear resize of `[1, c, h, w]` to `height × width` (align_corners = False).
-pub fn resize_bilinear(image: Tensor<4>, height: usize, width: usize) -> Tensor<4> {
-    let [_, _, h, w] = image.dims();
-    if (h, w) == (height, width) {
-        return image;
-    }
-    interpolate(
-        image,
-        InterpolateOptions::new(InterpolateMode::Bilinear)
-            .with_align_corners(false)
-            .with_output_size([height, width]),
-    )
 }
 
 /// Runs one edit (see the module docs).
@@ -389,115 +334,3 @@ pub async fn run_edit_cached(
         frame,
     })
 }
-
-/// Loading a diffusers-layout model folder from disk (native).
-#[cfg(not(target_arch = "wasm32"))]
-mod load_dir {
-    use std::path::{Path, PathBuf};
-
-    use burn::module::Module;
-    use burn::tensor::Device;
-
-    use super::Models;
-    use crate::error::{Error, Result};
-    use crate::models::attention::attention_budget;
-    use crate::models::clip::ClipTextConfig;
-    use crate::models::tokenizer::ClipTokenizer;
-    use crate::models::unet_2d_condition::UNet2DConditionConfig;
-    use crate::models::vae::AutoencoderKLConfig;
-    use crate::schedulers::DdimSchedulerConfig;
-    use crate::weights::load::{Component, load_safetensors_file};
-
-    fn read(path: &Path) -> Result<String> {
-        std::fs::read_to_string(path).map_err(|e| {
-            Error::InvalidInput(format!(
-                "cannot read `{}` ({e}); --model must be a diffusers Stable Diffusion folder \
-                 (unet/, vae/, text_encoder/, tokenizer/, scheduler/)",
-                path.display()
-            ))
-        })
-    }
-
-    /// The weights file of a component: the fp16 variant when present, else the fp32 one.
-    pub fn weights_file(dir: &Path, base: &str) -> Result<PathBuf> {
-        let fp16 = dir.join(format!("{base}.fp16.safetensors"));
-        if fp16.is_file() {
-            return Ok(fp16);
-        }
-        let full = dir.join(format!("{base}.safetensors"));
-        if full.is_file() {
-            return Ok(full);
-        }
-        Err(Error::InvalidInput(format!(
-            "`{}` has neither {base}.fp16.safetensors nor {base}.safetensors",
-            dir.display()
-        )))
-    }
-
-    impl Models {
-        /// Loads `dir` (diffusers layout), preferring fp16 weight files, onto `device`'s
-        /// autodiff twin. `max_binding` is the device's largest storage binding (attention
-        /// chunk budget). `vae_dir` overrides `dir/vae` (GoodDrag uses sd-vae-ft-mse).
-        pub fn load_dir(
-            dir: &Path,
-            vae_dir: Option<&Path>,
-            device: &Device,
-            max_binding: u64,
-        ) -> Result<Self> {
-            let device = crate::device::training(device);
-            let budget = attention_budget(max_binding);
-            let unet_dir = dir.join("unet");
-            let unet = UNet2DConditionConfig::from_json(&read(&unet_dir.join("config.json"))?)?
-                .init(budget, &device)?;
-            let unet = load_safetensors_file(
-                unet,
-                Component::Unet,
-                &weights_file(&unet_dir, "diffusion_pytorch_model")?,
-            )?
-            .no_grad();
-            let vae_dir = vae_dir.map_or_else(|| dir.join("vae"), Path::to_path_buf);
-            let vae = AutoencoderKLConfig::from_json(&read(&vae_dir.join("config.json"))?)?
-                .init(budget, &device)?;
-            let vae = load_safetensors_file(
-                vae,
-                Component::Vae,
-                &weights_file(&vae_dir, "diffusion_pytorch_model")?,
-            )?
-            .no_grad();
-            let te_dir = dir.join("text_encoder");
-            let te = ClipTextConfig::from_json(&read(&te_dir.join("config.json"))?)?
-                .init(budget, &device)?;
-            let text_encoder = load_safetensors_file(
-                te,
-                Component::TextEncoder,
-                &weights_file(&te_dir, "model")?,
-            )?
-            .no_grad();
-            let tok_dir = dir.join("tokenizer");
-            let optional = |name: &str| std::fs::read_to_string(tok_dir.join(name)).ok();
-            let tokenizer = ClipTokenizer::from_files_content_with_config(
-                &read(&tok_dir.join("vocab.json"))?,
-                &read(&tok_dir.join("merges.txt"))?,
-                optional("tokenizer_config.json").as_deref(),
-                optional("special_tokens_map.json").as_deref(),
-            )?;
-            let sched_path = dir.join("scheduler").join("scheduler_config.json");
-            let scheduler = if sched_path.is_file() {
-                DdimSchedulerConfig::from_json(&read(&sched_path)?)?
-            } else {
-                DdimSchedulerConfig::default()
-            };
-            Ok(Self {
-                unet,
-                vae,
-                text_encoder,
-                tokenizer,
-                scheduler,
-                device,
-            })
-        }
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-pub use load_dir::weights_file;

@@ -1,12 +1,12 @@
 //! Image files for the native CLI: PNG and JPEG in, PNG out, masks, and the official
-//! `image_with_new_points.png` drawing (spec §1.17: red final handle, blue target, white arrow;
+//! `image_with_new_points.png` drawing (docs/ALGORITHM.md §1.17: red final handle, blue target, white arrow;
 //! circle radius 5, arrow thickness 4, tip length 0.5). The browser decodes images itself.
 
 use std::io::{BufReader, Cursor};
 use std::path::Path;
 
-use crate::edit::RgbImage;
 use crate::error::{Error, Result};
+use crate::image::RgbImage;
 
 fn unreadable(path: &Path, why: impl std::fmt::Display) -> Error {
     Error::InvalidInput(format!(
@@ -83,7 +83,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     })
 }
 
-/// Loads a mask: channel 0 of a gray or colour image (> 0 = editable), spec §4.1.
+/// Loads a mask: channel 0 of a gray or colour image (> 0 = editable), docs/EVALUATION.md §1.1.
 pub fn load_mask(path: &Path) -> Result<(usize, usize, Vec<u8>)> {
     let d = decode(path)?;
     let mask = d.data.chunks_exact(d.channels).map(|px| px[0]).collect();

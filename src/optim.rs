@@ -6,8 +6,8 @@
 //! θ ← θ − lr · (m / (1−β₁ᵗ)) / (√(v / (1−β₂ᵗ)) + ε)
 //! ```
 //!
-//! GoodDrag uses AdamW (lr 5e-4, wd 1e-2) for the LoRA weights (spec §1.9) and a fresh Adam
-//! (lr 0.02) on the latent at every drag timestep (spec §1.13). Both optimise a handful of plain
+//! GoodDrag uses AdamW (lr 5e-4, wd 1e-2) for the LoRA weights (docs/ALGORITHM.md §1.9) and a fresh Adam
+//! (lr 0.02) on the latent at every drag timestep (docs/ALGORITHM.md §1.13). Both optimise a handful of plain
 //! tensors, so state lives here, keyed by position, rather than in a module optimiser.
 
 use burn::tensor::Tensor;

@@ -1,4 +1,4 @@
-//! The diffusion steps around the drag (spec §1.5, §1.7, §1.8): image ↔ tensor, VAE encode to
+//! The diffusion steps around the drag (docs/ALGORITHM.md §1.5, §1.7, §1.8): image ↔ tensor, VAE encode to
 //! the posterior mean, DDIM inversion to the edit strength, DDIM denoising, VAE decode.
 //! Each long loop reports progress per step and checks for cancellation between steps; one
 //! element is read back per step so that progress reflects finished device work and a
@@ -9,9 +9,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::error::{Error, Result};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::vae::AutoencoderKL;
-use crate::probe::read_f32;
 use crate::progress::{Cancel, Progress};
 use crate::schedulers::DdimScheduler;
+use crate::tensor_io::read_f32;
 
 /// RGB8 pixels (row-major, `width·height·3` bytes) → `[1, 3, H, W]` in [−1, 1] (`x/127.5 − 1`).
 pub fn image_to_tensor(
@@ -41,7 +41,7 @@ pub fn image_to_tensor(
 }
 
 /// `[1, 3, H, W]` in [0, 1] → RGB8 bytes, truncating like the reference's
-/// `(img·255).astype(uint8)` (spec §1.5).
+/// `(img·255).astype(uint8)` (docs/ALGORITHM.md §1.5).
 pub async fn tensor_to_rgb8(image: Tensor<4>) -> Result<(Vec<u8>, usize, usize)> {
     let [_, c, h, w] = image.dims();
     if c != 3 {
@@ -60,7 +60,7 @@ pub async fn tensor_to_rgb8(image: Tensor<4>) -> Result<(Vec<u8>, usize, usize)>
 }
 
 /// VAE latent of an image as GoodDrag inverts it: the posterior **mean** × scaling factor
-/// (spec §1.5). image: `[1, 3, H, W]` in [−1, 1] → `[1, 4, ⌊H/8⌋, ⌊W/8⌋]`.
+/// (docs/ALGORITHM.md §1.5). image: `[1, 3, H, W]` in [−1, 1] → `[1, 4, ⌊H/8⌋, ⌊W/8⌋]`.
 pub fn encode(vae: &AutoencoderKL, image: Tensor<4>) -> Tensor<4> {
     vae.scale_latent(vae.encode(image).mean)
 }
@@ -128,7 +128,7 @@ async fn ddim_loop(
     Ok(z)
 }
 
-/// DDIM inversion of `z0` to the first of `timesteps` (GoodDrag §3.1 / spec §1.8): for t in
+/// DDIM inversion of `z0` to the first of `timesteps` (GoodDrag §3.1; docs/ALGORITHM.md §1.8): for t in
 /// `timesteps` from the least noisy (1, 21, …, 741 for 50 steps at strength 0.75), predict ε at
 /// t on the current latent and apply [`DdimScheduler::inversion_step`]. Returns z_T.
 ///

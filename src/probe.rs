@@ -12,6 +12,8 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::rng::deterministic_values;
+use crate::tensor_io::read_f32;
 use crate::{Error, Result};
 
 /// Sizes of the probe block.
@@ -51,18 +53,6 @@ pub struct ProbeResult {
     pub loss: f32,
     /// ∂loss/∂input, `[1, channels, size, size]` flattened.
     pub input_grad: Vec<f32>,
-}
-
-/// Deterministic values in `[-scale, scale)` from an additive low-discrepancy sequence (computed
-/// in f64, so every platform produces the same f32s).
-pub fn deterministic_values(n: usize, seed: f64, scale: f64) -> Vec<f32> {
-    const STEP: f64 = 0.754_877_666_246_692_7; // 1/φ₂ (plastic number), well spread
-    (0..n)
-        .map(|i| {
-            let u = (seed + STEP * i as f64).fract();
-            ((u * 2.0 - 1.0) * scale) as f32
-        })
-        .collect()
 }
 
 fn param<const D: usize>(shape: [usize; D], seed: f64, scale: f64, device: &Device) -> Tensor<D> {
@@ -183,36 +173,4 @@ pub async fn run_with_input_offset(
         loss: read_f32(loss).await?[0],
         input_grad: read_f32(input_grad).await?,
     })
-}
-
-/// Reads a float tensor back to the host as f32, asynchronously (works in the browser).
-pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    let data = t
-        .into_data_async()
-        .await
-        .map_err(|e| Error::from_device_failure(format!("{e:?}")))?;
-    data.convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::Readback(format!("{e:?}")))
-}
-
-/// Largest absolute difference divided by the largest magnitude of `reference` (0 when equal).
-pub fn relative_error(actual: &[f32], reference: &[f32]) -> f32 {
-    assert_eq!(
-        actual.len(),
-        reference.len(),
-        "compared vectors differ in length"
-    );
-    let scale = reference
-        .iter()
-        .fold(0f32, |m, v| m.max(v.abs()))
-        .max(f32::MIN_POSITIVE);
-    if actual.iter().chain(reference).any(|v| v.is_nan()) {
-        return f32::NAN;
-    }
-    let diff = actual
-        .iter()
-        .zip(reference)
-        .fold(0f32, |m, (a, r)| m.max((a - r).abs()));
-    diff / scale
 }

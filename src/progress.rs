@@ -13,7 +13,11 @@ use crate::error::{Error, Result};
 /// One progress event. `step` counts from 1 and is reported when that step has finished on the
 /// device.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "phase", rename_all = "camelCase")]
+#[serde(
+    tag = "phase",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum Progress {
     /// LoRA fine-tuning step finished, with its training loss.
     Lora { step: usize, of: usize, loss: f32 },
@@ -41,11 +45,24 @@ pub enum Progress {
         rgb: Vec<u8>,
     },
     /// The drag phase stopped before its last timestep: `reached` or `early-stop`.
-    DragStopped { reason: String },
+    DragStopped { reason: StopReason },
     /// Denoising step finished.
     Denoise { step: usize, of: usize },
     /// VAE decode finished.
     Decode,
+}
+
+/// Why the drag phase ended. Serialised as `completed`, `reached`, `early-stop` — the one
+/// spelling of the CLI's JSON, `timings.json`, the worker's result and progress events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    /// All `drag_end_step` timesteps were used.
+    Completed,
+    /// Every handle is within reach of its target.
+    Reached,
+    /// `max_track_no_change` trackings in a row moved no handle.
+    EarlyStop,
 }
 
 /// A cloneable cancellation flag: one side calls [`cancel`](Self::cancel), the running phase

@@ -4,6 +4,19 @@
 //! given seed. (burn's `Tensor::random` depends on the backend.) PyTorch's generator cannot be
 //! reproduced, so parity tests feed fixed tensors instead of seeds.
 
+/// Deterministic values in `[-scale, scale)` from an additive low-discrepancy sequence (computed
+/// in f64, so every platform produces the same f32s): inputs that need no seed state (the
+/// device probe, test data).
+pub fn deterministic_values(n: usize, seed: f64, scale: f64) -> Vec<f32> {
+    const STEP: f64 = 0.754_877_666_246_692_7; // 1/φ₂ (plastic number), well spread
+    (0..n)
+        .map(|i| {
+            let u = (seed + STEP * i as f64).fract();
+            ((u * 2.0 - 1.0) * scale) as f32
+        })
+        .collect()
+}
+
 /// Deterministic pseudo-random numbers from a `u64` seed.
 #[derive(Debug, Clone)]
 pub struct Rng {

@@ -10,7 +10,7 @@ use gooddrag::models::clip::ClipTextConfig;
 use gooddrag::weights::load::{Component, load_safetensors};
 use parity_support::*;
 
-fn run_cases(device: &Device, fp16: bool, tol: f32) {
+fn run_cases(device: &Device, fp16: bool, tol: impl Into<Tolerance> + Copy) {
     let clip = load_clip(device, fp16);
     let exp = expected("clip");
     for suffix in ["", "_empty"] {
@@ -36,7 +36,7 @@ fn clip_matches_transformers_on_cpu() {
 
 #[test]
 fn clip_fp16_weights_match_within_fp16_tolerance_on_cpu() {
-    run_cases(&device::cpu().0, true, F16_TOL);
+    run_cases(&device::cpu().0, true, F16_TOLERANCE);
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn clip_token_embedding_split_into_blocks_matches_single_table() {
     )
     .unwrap();
     let ids = [813u32, 0, 250, 99, 100, 101, 812, 5, 813];
-    let got = pollster::block_on(gooddrag::probe::read_f32(
+    let got = pollster::block_on(gooddrag::tensor_io::read_f32(
         holder.token_embedding.lookup(&ids),
     ))
     .unwrap();

@@ -9,9 +9,12 @@ use gooddrag::device;
 use gooddrag::drag::features::FeatureGeometry;
 use gooddrag::drag::motion::{MotionInputs, MotionSettings, motion_supervision_loss};
 use gooddrag::drag::{DragConfig, PRESETS, PatchWeight, StopReason};
-use gooddrag::edit::{EditInput, EditOutput, LoraChoice, Models, RgbImage, run_edit};
-use gooddrag::probe::{deterministic_values, read_f32};
+use gooddrag::edit::{EditInput, EditOutput, LoraChoice, run_edit};
+use gooddrag::image::RgbImage;
+use gooddrag::model_set::Models;
 use gooddrag::progress::{Cancel, Progress};
+use gooddrag::rng::deterministic_values;
+use gooddrag::tensor_io::read_f32;
 use parity_support::fixture_dir;
 
 fn models(device: &Device) -> Models {
@@ -144,9 +147,9 @@ fn reaching_every_target_stops_the_drag_before_any_supervision() {
     assert_eq!(out.record.drag_timesteps, vec![0]);
     assert!(out.record.losses.is_empty());
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Progress::DragStopped { reason } if reason == "reached"))
+        events.iter().any(
+            |e| matches!(e, Progress::DragStopped { reason } if *reason == StopReason::Reached)
+        )
     );
     // Still denoised through all 38 steps.
     assert_eq!(
@@ -480,8 +483,8 @@ fn tracking_finds_the_reference_feature_first_minimum_and_crops_at_borders() {
     // Channel 0 = row·w + col (unique), channel 1 = 0: the reference vector [v, 0] is matched
     // exactly at the pixel whose index is v.
     let mut data = vec![0f32; 2 * h * w];
-    for i in 0..h * w {
-        data[i] = i as f32;
+    for (i, v) in data[..h * w].iter_mut().enumerate() {
+        *v = i as f32;
     }
     let feat = Tensor::<4>::from_data(TensorData::new(data, [1, 2, h, w]), &device);
     let vector = |v: f32| Tensor::<1>::from_data(TensorData::new(vec![v, 0.0], [2]), &device);

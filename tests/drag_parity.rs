@@ -154,14 +154,14 @@ fn masactrl_batch_matches_mutual_self_attention_in_diffusers() {
     let plain = unet
         .forward(e["sample"].tensor::<4>(&device), &[621.0], ehs, &[])
         .noise_pred;
-    let plain: Vec<f32> = pollster::block_on(gooddrag::probe::read_f32(plain)).unwrap();
+    let plain: Vec<f32> = pollster::block_on(gooddrag::tensor_io::read_f32(plain)).unwrap();
     let n = plain.len() / 2;
     assert!(
-        gooddrag::probe::relative_error(&plain[..n], &e["noise_pred"].f32[..n]) < 1e-4,
+        gooddrag::tensor_io::relative_error(&plain[..n], &e["noise_pred"].f32[..n]) < 1e-4,
         "reference branch unchanged"
     );
     assert!(
-        gooddrag::probe::relative_error(&plain[n..], &e["noise_pred"].f32[n..]) > 1e-3,
+        gooddrag::tensor_io::relative_error(&plain[n..], &e["noise_pred"].f32[n..]) > 1e-3,
         "edited branch differs"
     );
 }

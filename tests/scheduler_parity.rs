@@ -7,9 +7,9 @@ mod parity_support;
 use burn::tensor::{Device, Tensor, TensorData};
 use gooddrag::device;
 use gooddrag::pipeline::{self, decode, encode};
-use gooddrag::probe::relative_error;
 use gooddrag::progress::{Cancel, Progress};
 use gooddrag::schedulers::{DdimScheduler, DdimSchedulerConfig};
+use gooddrag::tensor_io::relative_error;
 use parity_support::*;
 use serde_json::Value;
 

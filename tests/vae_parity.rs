@@ -8,11 +8,11 @@ use burn::tensor::Device;
 use gooddrag::device;
 use gooddrag::models::attention::DEFAULT_ATTENTION_BYTES;
 use gooddrag::models::vae::AutoencoderKLConfig;
-use gooddrag::probe::{read_f32, relative_error};
+use gooddrag::tensor_io::{read_f32, relative_error};
 use gooddrag::weights::load::{Component, load_safetensors};
 use parity_support::*;
 
-fn run_cases(device: &Device, fp16: bool, tol: f32) {
+fn run_cases(device: &Device, fp16: bool, tol: impl Into<Tolerance> + Copy) {
     let vae = load_vae(device, fp16);
     let exp = expected("vae");
     for suffix in ["", "_odd"] {
@@ -42,7 +42,7 @@ fn vae_matches_diffusers_on_cpu() {
 
 #[test]
 fn vae_fp16_weights_match_within_fp16_tolerance_on_cpu() {
-    run_cases(&device::cpu().0, true, F16_TOL);
+    run_cases(&device::cpu().0, true, F16_TOLERANCE);
 }
 
 #[test]
@@ -55,9 +55,9 @@ fn vae_matches_diffusers_on_wgpu() {
 /// f32 under WebGPU's 128 MiB default) give the same image as whole tensors: forced here with
 /// small buffer limits, down to uneven one- and two-row bands, on both devices.
 fn banded_decode_matches(device: &Device) {
-    // fp16 files keep the kernels in f16 where the device has f16 (see `models::packed`): the
+    // fp16 files keep the kernels in f16 where the device has f16 (see `kernels::layers`): the
     // banded convolutions widen them as the whole-tensor ones do.
-    for (fp16, tol) in [(false, F32_TOL), (true, F16_TOL)] {
+    for (fp16, tol) in [(false, Tolerance::from(F32_TOL)), (true, F16_TOLERANCE)] {
         let mut vae = load_vae(device, fp16);
         let exp = expected("vae");
         for suffix in ["", "_odd"] {
@@ -100,7 +100,7 @@ fn banded_decode_equals_the_whole_tensor_decode_on_wgpu() {
 
 #[test]
 fn band_counts_keep_every_band_under_the_limit() {
-    use gooddrag::models::banded::bands_needed;
+    use gooddrag::kernels::row_bands::bands_needed;
     // SD 1.5 at 512×512: up_blocks[2] peaks at 256 channels × 512² (f32: 256 MiB), input rows 256.
     let elements = 256 * 512 * 512;
     let n = bands_needed(elements, 256, 128 << 20);

@@ -1,20 +1,11 @@
-//! Every hyperparameter of an edit in one serde struct (spec §1.19), defaults = the official
+//! Every hyperparameter of an edit in one serde struct (docs/ALGORITHM.md §1.19), defaults = the official
 //! UI's, and the named presets of the paper's ablations and DragDiffusion-style runs.
 
 use serde::{Deserialize, Serialize};
 
+use super::motion::{MotionSettings, PatchWeight};
 use crate::error::{Error, Result};
 use crate::lora::LoraConfig;
-
-/// How the motion-supervision L1 of one point is weighted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PatchWeight {
-    /// GoodDrag: `(2r₁)² · mean` (spec §1.12).
-    TwoR,
-    /// DragDiffusion: `(2r₁+1)² · mean`.
-    TwoRPlusOne,
-}
 
 /// All settings of a drag edit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,7 +51,7 @@ pub struct DragConfig {
     pub information_preserving: bool,
     /// Weight of the per-point L1.
     pub patch_weight: PatchWeight,
-    /// Latent-MasaCtrl after the drag phase (spec §1.16).
+    /// Latent-MasaCtrl after the drag phase (docs/ALGORITHM.md §1.16).
     pub masactrl: bool,
     /// First transformer block with mutual self-attention (10 = `up_blocks[2]`, `[3]` in SD 1.5).
     pub masactrl_start_layer: usize,
@@ -110,9 +101,9 @@ pub const PRESETS: [&str; 5] = [
 ];
 
 impl DragConfig {
-    /// The motion-supervision loss settings (spec §1.14) of this configuration.
-    pub fn motion_settings(&self) -> crate::drag::motion::MotionSettings {
-        crate::drag::motion::MotionSettings {
+    /// The motion-supervision loss settings (docs/ALGORITHM.md §1.12) of this configuration.
+    pub fn motion_settings(&self) -> MotionSettings {
+        MotionSettings {
             r1: self.r1,
             beta: self.beta,
             reach_distance: self.reach_distance,
@@ -127,7 +118,7 @@ impl DragConfig {
     /// * `no-ip` — the paper's "w/o information-preserving motion supervision" ablation;
     /// * `no-aldd` — the paper's "w/o AlDD" ablation: the same 70 drag operations, all at the
     ///   first timestep, then plain denoising;
-    /// * `dragdiffusion` — DragDiffusion's settings (spec §1.21): κ 0.7 (one drag timestep,
+    /// * `dragdiffusion` — DragDiffusion's settings (docs/ALGORITHM.md §1.21): κ 0.7 (one drag timestep,
     ///   681), 80 supervision steps each followed by tracking, unit shifts, r₁ 1, r₂ 3,
     ///   `(2r₁+1)²` weighting, current-feature reference, λ 0.1, lr 0.01, 80 LoRA steps.
     pub fn preset(name: &str) -> Result<Self> {
@@ -202,19 +193,22 @@ impl DragConfig {
         if self.r2 == 0 {
             return bad("r2", "must be at least 1");
         }
-        if !(self.beta > 0.0) || !self.beta.is_finite() {
+        // Written so that NaN fails every check.
+        let positive = |v: f64| v > 0.0 && v.is_finite();
+        let non_negative = |v: f64| v >= 0.0 && v.is_finite();
+        if !positive(self.beta) {
             return bad("beta", "must be positive");
         }
-        if !(self.lambda >= 0.0) || !self.lambda.is_finite() {
+        if !non_negative(self.lambda) {
             return bad("lambda", "must be ≥ 0");
         }
-        if !(self.latent_lr > 0.0) || !self.latent_lr.is_finite() {
+        if !positive(self.latent_lr) {
             return bad("latent_lr", "must be positive");
         }
         if self.max_drag_per_track == 0 {
             return bad("max_drag_per_track", "must be at least 1");
         }
-        if !(self.reach_distance >= 0.0) {
+        if self.reach_distance.is_nan() || self.reach_distance < 0.0 {
             return bad("reach_distance", "must be ≥ 0");
         }
         if self.use_lora && (self.lora.rank == 0 || self.lora.batch_size == 0) {

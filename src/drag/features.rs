@@ -1,4 +1,4 @@
-//! Reading GoodDrag's feature map without building it (spec §1.10, §2 "porting implications").
+//! Reading GoodDrag's feature map without building it (docs/ALGORITHM.md §1.10).
 //!
 //! The reference upsamples the UNet's `up_blocks[2]` output `[1, C, h, w]` (latent resolution)
 //! bilinearly (align_corners = False) to the feature resolution `[1, C, ⌊H/2⌋, ⌊W/2⌋]` — 168 MB
@@ -9,7 +9,7 @@
 //!
 //! Borders (deliberate fix, documented): feature-resolution indices outside the map are clamped
 //! to the edge (replicate padding). The reference slices out of range there and crashes
-//! (spec §1.12, §1.14).
+//! (docs/ALGORITHM.md §1.12, §1.14).
 
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -176,7 +176,8 @@ mod tests {
     use burn::tensor::module::interpolate;
     use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
-    use crate::probe::{deterministic_values, relative_error};
+    use crate::rng::deterministic_values;
+    use crate::tensor_io::relative_error;
 
     fn map(c: usize, h: usize, w: usize, device: &Device) -> Tensor<4> {
         Tensor::from_data(

@@ -1,4 +1,4 @@
-//! The editable-region mask (spec §1.4): white/non-zero = may change. It is resized with
+//! The editable-region mask (docs/ALGORITHM.md §1.4): white/non-zero = may change. It is resized with
 //! nearest-neighbour to the feature resolution and again to the latent resolution
 //! (`F.interpolate(mode='nearest')`: source index `⌊dst·in/out⌋`).
 //!

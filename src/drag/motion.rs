@@ -1,5 +1,5 @@
 //! Information-preserving motion supervision (GoodDrag §3.3, Eq. 6, as coded in
-//! `cal_motion_supervision_loss`, spec §1.12):
+//! `cal_motion_supervision_loss`, docs/ALGORITHM.md §1.12):
 //!
 //! ```text
 //! for each pair i with ‖qᵢ − pᵢ‖ ≥ 2:
@@ -13,7 +13,6 @@
 
 use burn::tensor::Tensor;
 
-use super::config::PatchWeight;
 use super::features::FeatureGeometry;
 use super::points::Point;
 
@@ -44,6 +43,16 @@ pub struct MotionInputs<'a> {
     pub handles: &'a [Point],
     /// Targets.
     pub targets: &'a [Point],
+}
+
+/// How the motion-supervision L1 of one point is weighted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PatchWeight {
+    /// GoodDrag: `(2r₁)² · mean` (docs/ALGORITHM.md §1.12).
+    TwoR,
+    /// DragDiffusion: `(2r₁+1)² · mean`.
+    TwoRPlusOne,
 }
 
 /// Settings of the loss.

@@ -1,4 +1,4 @@
-//! Handle/target points (spec §1.3). Users give `[x, y]` image pixels; the algorithm works in
+//! Handle/target points (docs/ALGORITHM.md §1.3). Users give `[x, y]` image pixels; the algorithm works in
 //! `[row, col]` at the feature ("half") resolution `⌊s·H⌋ × ⌊s·W⌋` (s = 0.5):
 //! `p = round([y/H·⌊sH⌋, x/W·⌊sW⌋])` with round-half-to-even (`torch.round`), and back
 //! `[x, y] = round([col·W/⌊sW⌋, row·H/⌊sH⌋])`.
@@ -73,7 +73,7 @@ impl PointPairs {
     /// Splits `[h₀, t₀, h₁, t₁, …]` image points and maps them to feature resolution. Every
     /// point must lie inside the image; there must be at least one pair.
     pub fn from_image_points(points: &[[f64; 2]], frame: &Frame) -> Result<Self> {
-        if points.is_empty() || points.len() % 2 != 0 {
+        if points.is_empty() || !points.len().is_multiple_of(2) {
             return Err(Error::InvalidInput(format!(
                 "{} points given: give handle/target pairs (an even number, at least 2)",
                 points.len()

@@ -1,4 +1,4 @@
-//! Point tracking (GoodDrag §3.3 / spec §1.14, `point_tracking`): each handle moves to the pixel
+//! Point tracking (GoodDrag §3.3; docs/ALGORITHM.md §1.14, `point_tracking`): each handle moves to the pixel
 //! of a `(2r₂+1)²` window around it whose feature vector is nearest in L1 (summed over channels)
 //! to the unedited trajectory's feature at the **original** handle; the first minimum in
 //! row-major order wins.
@@ -12,7 +12,7 @@ use burn::tensor::Tensor;
 use super::features::FeatureGeometry;
 use super::points::Point;
 use crate::error::Result;
-use crate::probe::read_f32;
+use crate::tensor_io::read_f32;
 
 /// The cropped window `[row0, row1) × [col0, col1)` around integer handle `p`.
 pub fn window_bounds(

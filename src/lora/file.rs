@@ -5,7 +5,7 @@
 //! read. Read in that layout and three more:
 //!
 //! * diffusers 0.21–0.24 `LoRACompatibleLinear`: `unet.<module>.lora.down.weight` / `lora.up.weight`;
-//! * diffusers ≤ 0.20 attention processors, which the official GoodDrag code writes (spec §1.9):
+//! * diffusers ≤ 0.20 attention processors, which the official GoodDrag code writes (docs/ALGORITHM.md §1.9):
 //!   `unet.<attn>.processor.to_q_lora.down.weight`, …, `to_out_lora.up.weight`;
 //! * kohya-ss / A1111 (most community SD 1.5 LoRAs): `lora_unet_<module with _>.lora_down.weight`,
 //!   `.lora_up.weight`, `.alpha` (scale = alpha / rank).

@@ -1,5 +1,5 @@
 //! Per-image LoRA (GoodDrag §3.1 follows DragDiffusion: fine-tune the UNet on the one input
-//! image before inverting it; spec §1.9). Rank-r adapters `W·x + scale·up(down(x))` on `to_q`,
+//! image before inverting it; docs/ALGORITHM.md §1.9). Rank-r adapters `W·x + scale·up(down(x))` on `to_q`,
 //! `to_k`, `to_v` and `to_out.0` of every attention module of the UNet (32 for SD 1.5).
 //!
 //! * this file: the adapter set as host data ([`LoraSet`], PyTorch layout), attaching it to a
@@ -20,8 +20,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::error::{Error, Result};
 use crate::models::attention::{Attention, AttentionLora, LoraLinear};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
-use crate::probe::read_f32;
 use crate::rng::Rng;
+use crate::tensor_io::read_f32;
 
 pub use file::{parse_lora, write_lora};
 pub use train::{LoraConfig, LoraTrainer, TrainSample, train_lora};
@@ -109,7 +109,7 @@ fn lora_linear(pair: &LoraPair, trainable: bool, device: &Device) -> LoraLinear 
 }
 
 impl LoraSet {
-    /// GoodDrag's fresh LoRA for `unet` (spec §1.9): every projection of every attention
+    /// GoodDrag's fresh LoRA for `unet` (docs/ALGORITHM.md §1.9): every projection of every attention
     /// module, `down ~ N(0, 1/rank²)`, `up = 0` — so the adapted UNet starts equal to the base.
     pub fn init_for(unet: &mut UNet2DConditionModel, rank: usize, rng: &mut Rng) -> Result<Self> {
         if rank == 0 {

@@ -1,4 +1,4 @@
-//! LoRA fine-tuning on the input image, as the official code does it (spec §1.9,
+//! LoRA fine-tuning on the input image, as the official code does it (docs/ALGORITHM.md §1.9,
 //! `utils/lora_utils.py: train_lora`):
 //!
 //! 1. resize the image so its short side is `resolution` and draw `batch_size` random crops of
@@ -27,12 +27,12 @@ use crate::error::{Error, Result};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::vae::{AutoencoderKL, LatentDistribution};
 use crate::optim::{Adam, AdamConfig};
-use crate::probe::read_f32;
 use crate::progress::{Cancel, Progress};
 use crate::rng::Rng;
 use crate::schedulers::DdimScheduler;
+use crate::tensor_io::read_f32;
 
-/// LoRA fine-tuning settings; defaults are the official UI's (spec §1.19).
+/// LoRA fine-tuning settings; defaults are the official UI's (docs/ALGORITHM.md §1.19).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoraConfig {
@@ -269,7 +269,7 @@ async fn train(
 }
 
 /// Resizes `image` (`[1, 3, H, W]`) bilinearly so that its short side is `size` and takes
-/// `count` random `size`² crops (torchvision `Resize(size)` + `RandomCrop(size)`, spec §1.9;
+/// `count` random `size`² crops (torchvision `Resize(size)` + `RandomCrop(size)`, docs/ALGORITHM.md §1.9;
 /// the resize is an identity for an image whose short side already is `size`).
 fn random_crops(image: Tensor<4>, size: usize, count: usize, rng: &mut Rng) -> Vec<Tensor<4>> {
     let [_, _, h, w] = image.dims();

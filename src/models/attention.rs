@@ -15,8 +15,8 @@ use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::packed;
-use crate::profile;
+use crate::kernels::layers;
+use crate::perf::profiler;
 
 /// Default byte budget for one attention score chunk: WebGPU's default
 /// `maxStorageBufferBindingSize` (128 MiB).
@@ -64,7 +64,7 @@ pub fn scaled_dot_product_attention(
     causal: bool,
     max_bytes: usize,
 ) -> Tensor<3> {
-    profile::op("attention core (QKᵀ, softmax, ·V)", &q.device(), || {
+    profiler::op("attention core (QKᵀ, softmax, ·V)", &q.device(), || {
         chunked_attention(q, k, v, heads, causal, max_bytes)
     })
 }
@@ -239,10 +239,10 @@ pub struct Attention {
     pub to_v: Linear,
     /// `to_out.0`: output projection (`to_out.1` is dropout).
     pub to_out: Vec<Linear>,
-    /// LoRA deltas on the projections (GoodDrag §3.1 / spec §1.9); absent when loading the
+    /// LoRA deltas on the projections (GoodDrag §3.1; docs/ALGORITHM.md §1.9); absent when loading the
     /// base weights, attached afterwards by [`crate::lora`].
     pub lora: Option<AttentionLora>,
-    /// MasaCtrl (spec §1.16): in a self-attention over a batch `[reference, edited, …]`, every
+    /// MasaCtrl (docs/ALGORITHM.md §1.16): in a self-attention over a batch `[reference, edited, …]`, every
     /// sample's queries attend to the reference sample's keys and values.
     pub mutual_self_attention: bool,
     /// Number of heads.
@@ -262,7 +262,7 @@ impl Attention {
         let residual = self.residual_connection.then(|| x.clone());
         let x = match &self.group_norm {
             // GroupNorm runs over channels: [b, n, c] → [b, c, n] and back.
-            Some(norm) => packed::group_norm(norm, x.swap_dims(1, 2)).swap_dims(1, 2),
+            Some(norm) => layers::group_norm(norm, x.swap_dims(1, 2)).swap_dims(1, 2),
             None => x,
         };
         let lora = self.lora.as_ref();
@@ -303,12 +303,12 @@ impl Attention {
 /// `linear(x) [+ lora(x)]`.
 fn project(linear: &Linear, lora: Option<&LoraLinear>, x: Tensor<3>) -> Tensor<3> {
     match lora {
-        Some(delta) => packed::linear(linear, x.clone()) + delta.forward(x),
-        None => packed::linear(linear, x),
+        Some(delta) => layers::linear(linear, x.clone()) + delta.forward(x),
+        None => layers::linear(linear, x),
     }
 }
 
-/// MasaCtrl's mutual self-attention (spec §1.16, `MutualSelfAttentionControl.attn_batch`):
+/// MasaCtrl's mutual self-attention (docs/ALGORITHM.md §1.16, `MutualSelfAttentionControl.attn_batch`):
 /// the queries of all `b` samples, concatenated along the token axis, attend to the keys and
 /// values of sample 0 (the reference branch). q, k, v: `[b, n, heads·d]` → `[b, n, heads·d]`.
 fn mutual_attention(
@@ -379,12 +379,12 @@ pub struct GeGlu {
 impl GeGlu {
     /// x: `[b, n, dim]` → `[b, n, inner]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = packed::linear(&self.proj, x);
+        let h = layers::linear(&self.proj, x);
         let [_, _, two_inner] = h.dims();
         let inner = two_inner / 2;
         let hidden = h.clone().narrow(2, 0, inner);
         let gate = h.narrow(2, inner, inner);
-        profile::op("GEGLU (hidden · gelu(gate))", &hidden.device(), || {
+        profiler::op("GEGLU (hidden · gelu(gate))", &hidden.device(), || {
             hidden * gelu(gate)
         })
     }
@@ -404,7 +404,7 @@ pub struct FeedForward {
 impl FeedForward {
     /// x: `[b, n, dim]` → `[b, n, dim]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        packed::linear(&self.net.2, self.net.0.forward(x))
+        layers::linear(&self.net.2, self.net.0.forward(x))
     }
 }
 
@@ -486,20 +486,21 @@ impl BasicTransformerBlock {
     pub fn forward(&self, x: Tensor<3>, context: Tensor<3>) -> Tensor<3> {
         let x = self
             .attn1
-            .forward(packed::layer_norm(&self.norm1, x.clone()), None)
+            .forward(layers::layer_norm(&self.norm1, x.clone()), None)
             + x;
         let x = self
             .attn2
-            .forward(packed::layer_norm(&self.norm2, x.clone()), Some(context))
+            .forward(layers::layer_norm(&self.norm2, x.clone()), Some(context))
             + x;
-        self.ff.forward(packed::layer_norm(&self.norm3, x.clone())) + x
+        self.ff.forward(layers::layer_norm(&self.norm3, x.clone())) + x
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{deterministic_values, relative_error};
+    use crate::rng::deterministic_values;
+    use crate::tensor_io::relative_error;
 
     #[test]
     fn sd15_first_self_attention_chunks_fit_128_mib() {

@@ -13,7 +13,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::attention::scaled_dot_product_attention;
-use super::packed;
+use crate::kernels::layers;
 use crate::{Error, Result};
 
 /// Largest row block of the token embedding (bytes, f32).
@@ -250,10 +250,10 @@ pub struct ClipAttention {
 impl ClipAttention {
     /// x: `[b, s, d]` → `[b, s, d]`, causal.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let q = packed::linear(&self.q_proj, x.clone());
-        let k = packed::linear(&self.k_proj, x.clone());
-        let v = packed::linear(&self.v_proj, x);
-        packed::linear(
+        let q = layers::linear(&self.q_proj, x.clone());
+        let k = layers::linear(&self.k_proj, x.clone());
+        let v = layers::linear(&self.v_proj, x);
+        layers::linear(
             &self.out_proj,
             scaled_dot_product_attention(q, k, v, self.heads, true, self.max_bytes),
         )
@@ -274,13 +274,13 @@ pub struct ClipMlp {
 impl ClipMlp {
     /// x: `[b, s, d]` → `[b, s, d]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = packed::linear(&self.fc1, x);
+        let h = layers::linear(&self.fc1, x);
         let h = if self.quick_gelu {
             h.clone() * sigmoid(h * 1.702)
         } else {
             gelu(h)
         };
-        packed::linear(&self.fc2, h)
+        layers::linear(&self.fc2, h)
     }
 }
 

@@ -6,7 +6,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::packed;
+use crate::kernels::layers;
 
 /// Sinusoidal timestep embedding, computed on the host in f32 exactly as diffusers does
 /// (`exponent = -ln(10000)·i / (half − shift)`, `arg = t·exp(exponent)` rounded to f32, then
@@ -61,6 +61,6 @@ impl TimestepEmbedding {
 
     /// x: `[b, in]` → `[b, time_embed_dim]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        packed::linear(&self.linear_2, silu(packed::linear(&self.linear_1, x)))
+        layers::linear(&self.linear_2, silu(layers::linear(&self.linear_1, x)))
     }
 }

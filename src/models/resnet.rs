@@ -8,7 +8,8 @@ use burn::tensor::activation::silu;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::packed;
+use crate::kernels::layers;
+use crate::kernels::row_bands::Bands;
 
 /// A `k×k` convolution with `same` padding for odd `k` (stride 1).
 pub fn conv(in_ch: usize, out_ch: usize, k: usize, device: &Device) -> Conv2d {
@@ -81,21 +82,21 @@ pub struct ResnetBlock2D {
 impl ResnetBlock2D {
     /// x: `[b, c_in, h, w]`, temb: `[b, temb_channels]` → `[b, c_out, h, w]`.
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let h = packed::conv2d(
+        let h = layers::conv2d(
             &self.conv1,
-            silu(packed::group_norm(&self.norm1, x.clone())),
+            silu(layers::group_norm(&self.norm1, x.clone())),
         );
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
-                let t = packed::linear(proj, silu(temb.clone()));
+                let t = layers::linear(proj, silu(temb.clone()));
                 let [b, c] = t.dims();
                 h + t.reshape([b, c, 1, 1])
             }
             _ => h,
         };
-        let h = packed::conv2d(&self.conv2, silu(packed::group_norm(&self.norm2, h)));
+        let h = layers::conv2d(&self.conv2, silu(layers::group_norm(&self.norm2, h)));
         let skip = match &self.conv_shortcut {
-            Some(shortcut) => packed::conv2d(shortcut, x),
+            Some(shortcut) => layers::conv2d(shortcut, x),
             None => x,
         };
         let out = skip + h;
@@ -138,7 +139,7 @@ impl Downsample2D {
         } else {
             x
         };
-        packed::conv2d(&self.conv, x)
+        layers::conv2d(&self.conv, x)
     }
 }
 
@@ -165,7 +166,7 @@ impl Upsample2D {
             Some(size) => upsample_nearest(x, size),
             None => upsample_nearest2x(x, [h * 2, w * 2]),
         };
-        packed::conv2d(&self.conv, x)
+        layers::conv2d(&self.conv, x)
     }
 }
 
@@ -196,4 +197,35 @@ fn gather_hw(x: Tensor<4>, rows: Vec<i64>, cols: Vec<i64>) -> Tensor<4> {
     let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [nr]), &device);
     let cols = Tensor::<1, Int>::from_data(TensorData::new(cols, [nc]), &device);
     x.select(2, rows).select(3, cols)
+}
+
+impl ResnetBlock2D {
+    /// [`forward`](Self::forward) (without time embedding, as in the VAE) on bands.
+    pub fn forward_bands(&self, x: Bands) -> Bands {
+        let h = x.group_norm(&self.norm1).silu().conv(&self.conv1);
+        let h = h.group_norm(&self.norm2).silu().conv(&self.conv2);
+        let skip = match &self.conv_shortcut {
+            Some(shortcut) => x.conv(shortcut),
+            None => x,
+        };
+        let out = skip.add_bands(h);
+        if self.output_scale_factor != 1.0 {
+            let s = self.output_scale_factor;
+            out.map(|t| t / s)
+        } else {
+            out
+        }
+    }
+}
+
+impl Upsample2D {
+    /// Nearest ×2 + convolution on bands (each band's rows double; exact, since output row
+    /// `r` reads input row `⌊r/2⌋` of the same band).
+    pub fn forward_bands(&self, x: Bands) -> Bands {
+        x.map(|t| {
+            let [_, _, h, w] = t.dims();
+            upsample_nearest2x(t, [2 * h, 2 * w])
+        })
+        .conv(&self.conv)
+    }
 }

@@ -13,8 +13,9 @@ use burn::tensor::{Device, Tensor};
 use super::attention::{
     Attention, AttentionConfig, BasicTransformerBlock, BasicTransformerBlockConfig,
 };
-use super::packed;
 use super::resnet::{Downsample2D, ResnetBlock2D, ResnetBlock2DConfig, Upsample2D};
+use crate::kernels::layers;
+use crate::kernels::row_bands::Bands;
 
 /// `proj_in`/`proj_out` of a [`Transformer2DModel`]: a 1×1 convolution (SD 1.5) or a Linear
 /// (`use_linear_projection`, SD 2.x). Both keep the key `proj_in.weight`: the weight loader
@@ -98,14 +99,14 @@ impl Transformer2DModel {
     pub fn forward(&self, x: Tensor<4>, context: &Tensor<3>) -> Tensor<4> {
         let [b, _, h, w] = x.dims();
         let residual = x.clone();
-        let x = packed::group_norm(&self.norm, x);
+        let x = layers::group_norm(&self.norm, x);
         let tokens = |t: Tensor<4>| {
             let [_, ci, _, _] = t.dims();
             t.reshape([b, ci, h * w]).swap_dims(1, 2)
         };
         let mut t = match &self.proj_in {
-            Projection::Conv(conv) => tokens(packed::conv2d(conv, x)),
-            Projection::Linear(linear) => packed::linear(linear, tokens(x)),
+            Projection::Conv(conv) => tokens(layers::conv2d(conv, x)),
+            Projection::Linear(linear) => layers::linear(linear, tokens(x)),
         };
         for block in &self.transformer_blocks {
             t = block.forward(t, context.clone());
@@ -115,8 +116,8 @@ impl Transformer2DModel {
             t.swap_dims(1, 2).reshape([b, ci, h, w])
         };
         let out = match &self.proj_out {
-            Projection::Conv(conv) => packed::conv2d(conv, spatial(t)),
-            Projection::Linear(linear) => spatial(packed::linear(linear, t)),
+            Projection::Conv(conv) => layers::conv2d(conv, spatial(t)),
+            Projection::Linear(linear) => spatial(layers::linear(linear, t)),
         };
         out + residual
     }
@@ -284,49 +285,15 @@ pub struct DownBlock2D {
     pub downsamplers: Vec<Downsample2D>,
 }
 
-impl DownBlock2D {
-    /// x: `[b, c_in, h, w]` → (`[b, c_out, h', w']`, the skip outputs pushed onto `skips`).
-    pub fn forward(
-        &self,
-        mut x: Tensor<4>,
-        temb: &Tensor<2>,
-        context: &Tensor<3>,
-        skips: &mut Vec<Tensor<4>>,
-    ) -> Tensor<4> {
-        for (i, resnet) in self.resnets.iter().enumerate() {
-            x = resnet.forward(x, Some(temb));
-            if let Some(attn) = self.attentions.get(i) {
-                x = attn.forward(x, context);
-            }
-            skips.push(x.clone());
-        }
-        for down in &self.downsamplers {
-            x = down.forward(x);
-            skips.push(x.clone());
-        }
-        x
-    }
-}
-
-/// diffusers `UNetMidBlock2DCrossAttn`.
+/// diffusers `UNetMidBlock2DCrossAttn`. The UNet blocks have no `forward` of their own: the
+/// UNet walks their layers one by one (`UNet2DConditionModel::layer_sequence`), so the plain
+/// forward and the recomputing backward share one traversal.
 #[derive(Module, Debug)]
 pub struct UNetMidBlock2DCrossAttn {
     /// Two resnets.
     pub resnets: Vec<ResnetBlock2D>,
     /// One transformer between them.
     pub attentions: Vec<Transformer2DModel>,
-}
-
-impl UNetMidBlock2DCrossAttn {
-    /// x: `[b, c, h, w]` → `[b, c, h, w]`.
-    pub fn forward(&self, x: Tensor<4>, temb: &Tensor<2>, context: &Tensor<3>) -> Tensor<4> {
-        let mut x = self.resnets[0].forward(x, Some(temb));
-        for (attn, resnet) in self.attentions.iter().zip(&self.resnets[1..]) {
-            x = attn.forward(x, context);
-            x = resnet.forward(x, Some(temb));
-        }
-        x
-    }
 }
 
 /// diffusers `CrossAttnUpBlock2D` / `UpBlock2D` (`attentions` empty).
@@ -338,31 +305,6 @@ pub struct UpBlock2D {
     pub attentions: Vec<Transformer2DModel>,
     /// Nearest upsampling + convolution (all but the last block).
     pub upsamplers: Vec<Upsample2D>,
-}
-
-impl UpBlock2D {
-    /// x: `[b, c, h, w]`, skips popped from the end of `skips` → `[b, c_out, h', w']`
-    /// (`upsample_size` = explicit output size of the upsampler, else ×2).
-    pub fn forward(
-        &self,
-        mut x: Tensor<4>,
-        temb: &Tensor<2>,
-        context: &Tensor<3>,
-        skips: &mut Vec<Tensor<4>>,
-        upsample_size: Option<[usize; 2]>,
-    ) -> Tensor<4> {
-        for (i, resnet) in self.resnets.iter().enumerate() {
-            let skip = skips.pop().expect("UNet skip connections exhausted");
-            x = resnet.forward(Tensor::cat(vec![x, skip], 1), Some(temb));
-            if let Some(attn) = self.attentions.get(i) {
-                x = attn.forward(x, context);
-            }
-        }
-        for up in &self.upsamplers {
-            x = up.forward(x, upsample_size);
-        }
-        x
-    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -531,5 +473,32 @@ impl UNetMidBlock2D {
             x = resnet.forward(x, None);
         }
         x
+    }
+}
+
+impl UpDecoderBlock2D {
+    /// [`forward`](Self::forward) on bands.
+    pub fn forward_bands(&self, mut x: Bands) -> Bands {
+        for resnet in &self.resnets {
+            x = resnet.forward_bands(x);
+        }
+        for up in &self.upsamplers {
+            x = up.forward_bands(x);
+        }
+        x
+    }
+
+    /// The largest activation this block holds at once for an input `[b, c_in, h, w]`, in
+    /// f32 elements: the widest of its channel counts at its output resolution.
+    pub fn peak_elements(&self, [b, c_in, h, w]: [usize; 4]) -> usize {
+        let c_out = self
+            .resnets
+            .last()
+            .map_or(c_in, |r| r.conv2.weight.dims()[0]);
+        let scale = if self.upsamplers.is_empty() { 1 } else { 2 };
+        let widest = c_in.max(c_out);
+        // Inside the block, before the upsampler: input or output channels at input size;
+        // after it: output channels at twice the size.
+        (b * widest * h * w).max(b * c_out * h * scale * w * scale)
     }
 }

@@ -11,11 +11,12 @@ use serde::{Deserialize, Serialize};
 
 use super::attention::BasicTransformerBlock;
 use super::embeddings::{TimestepEmbedding, timestep_embedding};
-use super::packed;
 use super::resnet::conv;
 use super::unet_2d_blocks::{
     DownBlock2D, Transformer2DModel, UNetBlockConfig, UNetMidBlock2DCrossAttn, UpBlock2D,
 };
+use crate::kernels::layers;
+use crate::perf::profiler;
 use crate::{Error, Result};
 
 /// A config value that diffusers allows either once for all blocks or once per block.
@@ -459,7 +460,7 @@ impl UNet2DConditionModel {
 
     /// Every `BasicTransformerBlock` in forward order (down, mid, up) with its weight-key path
     /// (`down_blocks.0.attentions.0.transformer_blocks.0`). This order is MasaCtrl's layer
-    /// count (spec §1.16): for SD 1.5, blocks 0–5 are down, 6 mid, 7–15 up.
+    /// count (docs/ALGORITHM.md §1.16): for SD 1.5, blocks 0–5 are down, 6 mid, 7–15 up.
     pub fn transformer_blocks_mut(&mut self) -> Vec<(String, &mut BasicTransformerBlock)> {
         fn push<'a>(
             out: &mut Vec<(String, &'a mut BasicTransformerBlock)>,
@@ -507,48 +508,134 @@ impl UNet2DConditionModel {
         ehs: Tensor<3>,
         tap: &mut dyn FnMut(Stage, usize, &Tensor<4>),
     ) -> (Tensor<4>, Tensor<2>) {
-        let [b, _, h, w] = sample.dims();
-        let device = sample.device();
-        // 0. Explicit up-sampling sizes when h or w is not a multiple of 2^(levels-1).
-        let forward_upsample_size = self.needs_explicit_upsample_sizes(h, w);
-        // 1. Time embedding.
-        let emb = self.time_emb(timesteps, b, &device);
+        let [b, _, _, _] = sample.dims();
+        let emb = self.time_emb(timesteps, b, &sample.device());
+        let noise_pred = self.walk(sample, &emb, &ehs, &mut |visit| {
+            if let Some((stage, i)) = visit.step.ends_block {
+                tap(stage, i, visit.output);
+            }
+        });
+        (noise_pred, emb)
+    }
 
-        // 2. Pre-process.
-        let mut x = packed::conv2d(&self.conv_in, sample);
-        let mut skips = vec![x.clone()];
-
-        // 3. Down.
+    /// The layers of one forward, in order, for a latent of `h`×`w`: the single description
+    /// of the UNet's traversal that [`forward`](Self::forward) and the recomputing backward
+    /// (`exec::recompute`) both walk. SD 1.5: conv_in, 3 down levels of (resnet, transformer)
+    /// ×2 + downsampler, a last down level of 2 resnets, mid (resnet, transformer, resnet),
+    /// 4 up levels of (resnet on the concatenated skip [, transformer]) ×3 [+ upsampler], out.
+    pub fn layer_sequence(&self, h: usize, w: usize) -> Vec<LayerStep> {
+        let explicit_sizes = self.needs_explicit_upsample_sizes(h, w);
+        let mut steps = vec![LayerStep::new(UNetLayer::ConvIn, true)];
         for (i, block) in self.down_blocks.iter().enumerate() {
-            x = block.forward(x, &emb, &ehs, &mut skips);
-            tap(Stage::Down, i, &x);
+            for j in 0..block.resnets.len() {
+                let has_attention = j < block.attentions.len();
+                steps.push(LayerStep::new(UNetLayer::DownResnet(i, j), !has_attention));
+                if has_attention {
+                    steps.push(LayerStep::new(UNetLayer::DownAttention(i, j), true));
+                }
+            }
+            if !block.downsamplers.is_empty() {
+                steps.push(LayerStep::new(UNetLayer::Downsample(i), true));
+            }
+            end_block(&mut steps, Stage::Down, i);
         }
-
-        // 4. Mid.
-        x = self.mid_block.forward(x, &emb, &ehs);
-        tap(Stage::Mid, 0, &x);
-
-        // 5. Up.
+        steps.push(LayerStep::new(UNetLayer::MidResnet(0), false));
+        for j in 0..self.mid_block.attentions.len() {
+            steps.push(LayerStep::new(UNetLayer::MidAttention(j), false));
+            steps.push(LayerStep::new(UNetLayer::MidResnet(j + 1), false));
+        }
+        end_block(&mut steps, Stage::Mid, 0);
         let n = self.up_blocks.len();
         for (i, block) in self.up_blocks.iter().enumerate() {
-            let take = block.resnets.len();
-            let mut res: Vec<Tensor<4>> = skips.split_off(skips.len() - take);
-            let upsample_size = (i + 1 < n && forward_upsample_size).then(|| {
-                let [_, _, sh, sw] = skips.last().expect("skip before up block").dims();
-                [sh, sw]
-            });
-            x = block.forward(x, &emb, &ehs, &mut res, upsample_size);
-            tap(Stage::Up, i, &x);
+            for j in 0..block.resnets.len() {
+                steps.push(LayerStep::new(UNetLayer::UpResnet(i, j), false));
+                if j < block.attentions.len() {
+                    steps.push(LayerStep::new(UNetLayer::UpAttention(i, j), false));
+                }
+            }
+            if !block.upsamplers.is_empty() {
+                let explicit = i + 1 < n && explicit_sizes;
+                steps.push(LayerStep::new(UNetLayer::Upsample(i, explicit), false));
+            }
+            end_block(&mut steps, Stage::Up, i);
         }
+        steps.push(LayerStep::new(UNetLayer::Out, false));
+        steps
+    }
 
-        // 6. Post-process.
-        (
-            packed::conv2d(
+    /// Runs [`layer_sequence`](Self::layer_sequence) from `sample`: each layer reports its
+    /// time to the profiler as a layer, up resnets consume the skip on top of the stack, and
+    /// `visit` sees every layer as it ran. Returns the last layer's output (the noise
+    /// prediction).
+    pub fn walk(
+        &self,
+        sample: Tensor<4>,
+        emb: &Tensor<2>,
+        ehs: &Tensor<3>,
+        visit: &mut dyn FnMut(LayerVisit<'_>),
+    ) -> Tensor<4> {
+        let [_, _, h, w] = sample.dims();
+        let mut skips: Vec<(usize, Tensor<4>)> = Vec::new(); // (producing layer, value)
+        let mut x = sample;
+        for (index, step) in self.layer_sequence(h, w).iter().enumerate() {
+            let consumed = matches!(step.layer, UNetLayer::UpResnet(..))
+                .then(|| skips.pop().expect("UNet skip connections exhausted"));
+            let upsample_size = match step.layer {
+                UNetLayer::Upsample(_, true) => {
+                    let [_, _, sh, sw] = skips.last().expect("skip before up block").1.dims();
+                    Some([sh, sw])
+                }
+                _ => None,
+            };
+            let skip = consumed.as_ref().map(|(_, s)| s.clone());
+            let out = profiler::layer(step.layer.kind(), &x.device(), || {
+                self.apply_layer(step.layer, x.clone(), skip, upsample_size, emb, ehs)
+            });
+            if step.pushes_skip {
+                skips.push((index, out.clone()));
+            }
+            visit(LayerVisit {
+                index,
+                step,
+                input: x,
+                consumed_skip: consumed.map(|(i, _)| i),
+                upsample_size,
+                output: &out,
+            });
+            x = out;
+        }
+        x
+    }
+
+    /// One layer of [`layer_sequence`](Self::layer_sequence) on its input `x` (and, for an up
+    /// resnet, the `skip` it consumes; for an upsampler, its explicit output size).
+    pub fn apply_layer(
+        &self,
+        layer: UNetLayer,
+        x: Tensor<4>,
+        skip: Option<Tensor<4>>,
+        upsample_size: Option<[usize; 2]>,
+        emb: &Tensor<2>,
+        ehs: &Tensor<3>,
+    ) -> Tensor<4> {
+        match layer {
+            UNetLayer::ConvIn => layers::conv2d(&self.conv_in, x),
+            UNetLayer::DownResnet(i, j) => self.down_blocks[i].resnets[j].forward(x, Some(emb)),
+            UNetLayer::DownAttention(i, j) => self.down_blocks[i].attentions[j].forward(x, ehs),
+            UNetLayer::Downsample(i) => self.down_blocks[i].downsamplers[0].forward(x),
+            UNetLayer::MidResnet(j) => self.mid_block.resnets[j].forward(x, Some(emb)),
+            UNetLayer::MidAttention(j) => self.mid_block.attentions[j].forward(x, ehs),
+            UNetLayer::UpResnet(i, j) => {
+                let skip = skip.expect("an up resnet consumes a skip");
+                self.up_blocks[i].resnets[j].forward(Tensor::cat(vec![x, skip], 1), Some(emb))
+            }
+            UNetLayer::UpAttention(i, j) => self.up_blocks[i].attentions[j].forward(x, ehs),
+            UNetLayer::Upsample(i, _) => self.up_blocks[i].upsamplers[0].forward(x, upsample_size),
+            UNetLayer::Out => layers::conv2d(
                 &self.conv_out,
-                silu(packed::group_norm(&self.conv_norm_out, x)),
+                silu(layers::group_norm(&self.conv_norm_out, x)),
             ),
-            emb,
-        )
+        }
     }
 
     /// Whether the up-samplers need explicit output sizes: when `h` or `w` is not a multiple
@@ -560,7 +647,7 @@ impl UNet2DConditionModel {
                 .iter()
                 .filter(|u| !u.upsamplers.is_empty())
                 .count();
-        h % factor != 0 || w % factor != 0
+        !h.is_multiple_of(factor) || !w.is_multiple_of(factor)
     }
 
     /// The time embedding `[b, 4·c0]`, a single timestep broadcast over the batch.
@@ -586,9 +673,101 @@ impl UNet2DConditionModel {
     }
 }
 
+/// A part of the UNet whose output a forward can report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
+pub enum Stage {
+    /// A down block (`down_blocks[i]`, after its downsampler).
     Down,
+    /// The mid block.
     Mid,
+    /// An up block (`up_blocks[i]`, after its upsampler).
     Up,
+}
+
+/// One layer of the UNet forward (indices: block, layer in block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UNetLayer {
+    /// `conv_in`.
+    ConvIn,
+    /// `down_blocks[i].resnets[j]`.
+    DownResnet(usize, usize),
+    /// `down_blocks[i].attentions[j]`.
+    DownAttention(usize, usize),
+    /// `down_blocks[i].downsamplers[0]`.
+    Downsample(usize),
+    /// `mid_block.resnets[j]`.
+    MidResnet(usize),
+    /// `mid_block.attentions[j]`.
+    MidAttention(usize),
+    /// `up_blocks[i].resnets[j]` on `cat(x, skip)`: consumes the skip on top of the stack.
+    UpResnet(usize, usize),
+    /// `up_blocks[i].attentions[j]`.
+    UpAttention(usize, usize),
+    /// `up_blocks[i].upsamplers[0]`; `true` when its output size is the next skip's (a latent
+    /// side not divisible by 2^levels), else ×2.
+    Upsample(usize, bool),
+    /// `conv_norm_out`, SiLU, `conv_out`.
+    Out,
+}
+
+impl UNetLayer {
+    /// What kind of layer it is, as the profiler reports it.
+    pub fn kind(self) -> &'static str {
+        match self {
+            UNetLayer::ConvIn => "conv_in",
+            UNetLayer::DownResnet(..) | UNetLayer::MidResnet(_) | UNetLayer::UpResnet(..) => {
+                "resnet"
+            }
+            UNetLayer::DownAttention(..)
+            | UNetLayer::MidAttention(_)
+            | UNetLayer::UpAttention(..) => "transformer",
+            UNetLayer::Downsample(_) => "downsampler",
+            UNetLayer::Upsample(..) => "upsampler",
+            UNetLayer::Out => "conv_norm_out, SiLU, conv_out",
+        }
+    }
+}
+
+/// A layer in the sequence with its place in the UNet's bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerStep {
+    /// The layer.
+    pub layer: UNetLayer,
+    /// Whether its output is pushed onto the skip stack (for an up resnet to consume).
+    pub pushes_skip: bool,
+    /// The block whose output this layer's output is, when it is a block's last layer.
+    pub ends_block: Option<(Stage, usize)>,
+}
+
+impl LayerStep {
+    fn new(layer: UNetLayer, pushes_skip: bool) -> Self {
+        Self {
+            layer,
+            pushes_skip,
+            ends_block: None,
+        }
+    }
+}
+
+/// Marks the last layer pushed so far as the end of `(stage, i)`.
+fn end_block(steps: &mut [LayerStep], stage: Stage, i: usize) {
+    if let Some(last) = steps.last_mut() {
+        last.ends_block = Some((stage, i));
+    }
+}
+
+/// One layer as [`UNet2DConditionModel::walk`] ran it.
+pub struct LayerVisit<'a> {
+    /// Position in the layer sequence.
+    pub index: usize,
+    /// The layer and its bookkeeping.
+    pub step: &'a LayerStep,
+    /// Its input.
+    pub input: Tensor<4>,
+    /// The position of the layer whose output it consumed as a skip (up resnets).
+    pub consumed_skip: Option<usize>,
+    /// The explicit output size it was given (upsamplers of odd-sized latents).
+    pub upsample_size: Option<[usize; 2]>,
+    /// Its output.
+    pub output: &'a Tensor<4>,
 }

@@ -9,10 +9,10 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::banded::{Bands, bands_needed};
-use super::packed;
 use super::resnet::conv;
 use super::unet_2d_blocks::{DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D};
+use crate::kernels::layers;
+use crate::kernels::row_bands::{Bands, bands_needed};
 use crate::{Error, Result};
 
 /// `vae/config.json` (diffusers `AutoencoderKL`); defaults are SD 1.5's.
@@ -224,14 +224,14 @@ pub struct Encoder {
 impl Encoder {
     /// x: `[b, 3, H, W]` → `[b, 2·latent, h, w]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = packed::conv2d(&self.conv_in, x);
+        let mut x = layers::conv2d(&self.conv_in, x);
         for block in &self.down_blocks {
             x = block.forward(x);
         }
         x = self.mid_block.forward(x);
-        packed::conv2d(
+        layers::conv2d(
             &self.conv_out,
-            silu(packed::group_norm(&self.conv_norm_out, x)),
+            silu(layers::group_norm(&self.conv_norm_out, x)),
         )
     }
 }
@@ -251,14 +251,14 @@ pub struct Decoder {
     pub conv_out: Conv2d,
     /// The largest buffer one activation may take (the device's binding limit, as the
     /// attention budget); up blocks whose activations would not fit run on row bands
-    /// ([`crate::models::banded`]), with identical results.
+    /// ([`crate::kernels::row_bands`]), with identical results.
     pub max_buffer_bytes: usize,
 }
 
 impl Decoder {
     /// z: `[b, latent, h, w]` → `[b, 3, 2^(n−1)·h, 2^(n−1)·w]`.
     pub fn forward(&self, z: Tensor<4>) -> Tensor<4> {
-        let mut x = packed::conv2d(&self.conv_in, z);
+        let mut x = layers::conv2d(&self.conv_in, z);
         x = self.mid_block.forward(x);
         // Whole tensors while every activation fits one buffer; row bands from the first up
         // block whose activations would not (at 512×512 in f32: the last two), to the end.
@@ -281,9 +281,9 @@ impl Decoder {
                 .silu()
                 .conv(&self.conv_out)
                 .merge(),
-            None => packed::conv2d(
+            None => layers::conv2d(
                 &self.conv_out,
-                silu(packed::group_norm(&self.conv_norm_out, x)),
+                silu(layers::group_norm(&self.conv_norm_out, x)),
             ),
         }
     }
@@ -338,7 +338,7 @@ impl AutoencoderKL {
     pub fn encode(&self, image: Tensor<4>) -> LatentDistribution {
         let h = self.encoder.forward(image);
         let moments = match &self.quant_conv {
-            Some(q) => packed::conv2d(q, h),
+            Some(q) => layers::conv2d(q, h),
             None => h,
         };
         let [_, c2, _, _] = moments.dims();
@@ -351,7 +351,7 @@ impl AutoencoderKL {
     /// z: `[b, latent, h, w]` (unscaled) → image `[b, 3, 8h, 8w]` in ≈[−1, 1].
     pub fn decode(&self, z: Tensor<4>) -> Tensor<4> {
         let z = match &self.post_quant_conv {
-            Some(p) => packed::conv2d(p, z),
+            Some(p) => layers::conv2d(p, z),
             None => z,
         };
         self.decoder.forward(z)

@@ -1,6 +1,6 @@
 //! DDIM (Song et al. 2021) as diffusers' `DDIMScheduler` computes it with GoodDrag's settings
-//! (spec §1.7), plus the inversion step GoodDrag inherits from DragDiffusion (spec §1.8) and
-//! the DDPM forward noising used by LoRA fine-tuning (spec §1.9).
+//! (docs/ALGORITHM.md §1.7), plus the inversion step GoodDrag inherits from DragDiffusion (docs/ALGORITHM.md §1.8) and
+//! the DDPM forward noising used by LoRA fine-tuning (docs/ALGORITHM.md §1.9).
 //!
 //! The noise table is computed in f32 in the same order of operations as PyTorch
 //! (`torch.linspace` in f32, squared, `1 − β`, sequential `cumprod`), so `alphas_cumprod` equals
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// `scheduler/scheduler_config.json`. Missing fields take the values GoodDrag constructs its
-/// DDIM scheduler with (spec §1.7), so SD 1.5's own `PNDMScheduler` config (same betas,
+/// DDIM scheduler with (docs/ALGORITHM.md §1.7), so SD 1.5's own `PNDMScheduler` config (same betas,
 /// `steps_offset` 1, `set_alpha_to_one` false) gives the identical scheduler.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
@@ -255,7 +255,7 @@ impl DdimScheduler {
         Self::ddim_update(model_output, sample, a_t, a_prev)
     }
 
-    /// GoodDrag's (DragDiffusion's) inversion step to timestep `t` (spec §1.8): the noise was
+    /// GoodDrag's (DragDiffusion's) inversion step to timestep `t` (docs/ALGORITHM.md §1.8): the noise was
     /// predicted at `t` on the less noisy latent, which is moved from `t − step_ratio` to `t`.
     pub fn inversion_step(
         &self,
@@ -325,7 +325,7 @@ mod tests {
         let valid = s.strength_timesteps(0.75).unwrap();
         assert_eq!(valid.len(), 38);
         assert_eq!(&valid[..7], &[741, 721, 701, 681, 661, 641, 621]);
-        // Spec §1.7: ᾱ_741 ≈ 0.0604.
+        // docs/ALGORITHM.md §1.7: ᾱ_741 ≈ 0.0604.
         assert!((s.alphas_cumprod()[741] - 0.0604).abs() < 5e-4);
         assert_eq!(s.final_alpha_cumprod(), s.alphas_cumprod()[0]);
     }

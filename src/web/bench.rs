@@ -1,13 +1,13 @@
 //! The synthetic benchmark in the browser (`www/bench.html`): the same
-//! [`edit_synthetic`](crate::bench::edit_synthetic) the native `gooddrag bench-synthetic` runs,
+//! [`edit_synthetic`](crate::perf::synthetic::edit_synthetic) the native `gooddrag bench-synthetic` runs,
 //! on the page's WebGPU device.
 
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 
 use super::{device, editor, js_error, report, to_js};
-use crate::bench::{BenchOptions, SyntheticModel, edit_synthetic};
 use crate::error::Error;
+use crate::perf::synthetic::{BenchOptions, SyntheticModel, edit_synthetic};
 
 /// `benchSynthetic` request.
 #[derive(Debug, Deserialize)]
@@ -19,6 +19,10 @@ struct BenchRequest {
     /// Gradient checkpointing as the editor uses it (default on; off to compare).
     #[serde(default = "default_checkpointing")]
     checkpointing: bool,
+    /// Run each phase twice and time the second (default on); off, one run whose time
+    /// includes compiling the GPU programs (memory is unaffected).
+    #[serde(default = "default_warm_up")]
+    warm_up: bool,
     /// A name for the architecture below (shown in the report).
     #[serde(default)]
     name: Option<String>,
@@ -41,9 +45,13 @@ fn default_checkpointing() -> bool {
     true
 }
 
+fn default_warm_up() -> bool {
+    true
+}
+
 /// Runs every phase of the default edit once on random weights and resolves to
 /// `{ adapter, report }` (see `EditBenchReport`). `request`: `{ latent?: 64, checkpointing?:
-/// true, name?, unetConfig?, vaeConfig?, textEncoderConfig? }` (configs as JSON text; all
+/// true, warmUp?: true, name?, unetConfig?, vaeConfig?, textEncoderConfig? }` (configs as JSON text; all
 /// three or none).
 /// `onProgress` receives a line before each run; `cancelEdit()` stops it between runs.
 #[wasm_bindgen(js_name = benchSynthetic)]
@@ -79,7 +87,7 @@ pub async fn bench_synthetic(
     };
     let options = BenchOptions {
         latent_size: request.latent,
-        warm_up: true,
+        warm_up: request.warm_up,
         checkpointing: request.checkpointing,
         dry_run: false,
         f32_weights: false,

@@ -3,25 +3,27 @@
 //! cancel flag that can be set while an edit awaits the GPU.
 //!
 //! JS API (all async-safe; one call at a time except `cancelEdit`):
-//! `beginModel(files)`, `weightsHeaderLength(first8)`, `planWeights(part, header, fileLength)`,
+//! `beginModel(files)`, `weightsHeaderLength(first8)`, `planWeights(part, file, header, fileLength)`,
 //! `loadWeightsChunk(part, index, bytes)`, `finishModel()`, `modelInfo()`, `unloadModel()`,
 //! `edit(request, onProgress)`, `cancelEdit()`.
 
 use std::cell::RefCell;
 
 use burn::module::Module;
+use burn::tensor::Device;
 use wasm_bindgen::prelude::*;
 
 use super::{device, js_error, report, to_js};
 use crate::drag::DragConfig;
-use crate::edit::{EditCache, EditInput, LoraChoice, Models, RgbImage, run_edit_cached};
+use crate::edit::{EditCache, EditInput, LoraChoice, run_edit_cached};
 use crate::error::Error;
+use crate::image::RgbImage;
 use crate::lora::{parse_lora, write_lora};
-use crate::models::attention::attention_budget;
-use crate::models::clip::{ClipTextConfig, ClipTextModel};
+use crate::model_set::{ModelFiles, Models};
+use crate::models::clip::ClipTextModel;
 use crate::models::tokenizer::ClipTokenizer;
-use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
-use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
+use crate::models::unet_2d_condition::UNet2DConditionModel;
+use crate::models::vae::AutoencoderKL;
 use crate::progress::Cancel;
 use crate::schedulers::DdimSchedulerConfig;
 use crate::weights::load::{Component, WeightLoader};
@@ -55,6 +57,7 @@ struct Loading {
     text_encoder: Part<ClipTextModel>,
     tokenizer: ClipTokenizer,
     scheduler: DdimSchedulerConfig,
+    device: Device,
 }
 
 enum ModelState {
@@ -86,38 +89,41 @@ fn field(obj: &JsValue, name: &str) -> Option<String> {
 /// strings). Replaces any loaded model.
 #[wasm_bindgen(js_name = beginModel)]
 pub fn begin_model(files: JsValue) -> Result<(), JsError> {
-    let dev = crate::device::training(&device()?);
-    let budget = attention_budget(report()?.max_storage_buffer_binding_size);
     let need = |name: &str| {
         field(&files, name).ok_or_else(|| invalid(format!("model file `{name}` is missing")))
     };
-    let unet = UNet2DConditionConfig::from_json(&need("unetConfig")?)
-        .and_then(|c| c.init(budget, &dev))
-        .map_err(js_error)?;
-    let vae = AutoencoderKLConfig::from_json(&need("vaeConfig")?)
-        .and_then(|c| c.init(budget, &dev))
-        .map_err(js_error)?;
-    let te = ClipTextConfig::from_json(&need("textEncoderConfig")?)
-        .and_then(|c| c.init(budget, &dev))
-        .map_err(js_error)?;
-    let tokenizer = ClipTokenizer::from_files_content_with_config(
-        &need("vocab")?,
-        &need("merges")?,
-        field(&files, "tokenizerConfig").as_deref(),
-        field(&files, "specialTokensMap").as_deref(),
+    let files = ModelFiles {
+        unet_config: need("unetConfig")?,
+        vae_config: need("vaeConfig")?,
+        text_encoder_config: need("textEncoderConfig")?,
+        vocab: need("vocab")?,
+        merges: need("merges")?,
+        tokenizer_config: field(&files, "tokenizerConfig"),
+        special_tokens_map: field(&files, "specialTokensMap"),
+        scheduler_config: field(&files, "schedulerConfig"),
+    };
+    let models = Models::init(
+        &files,
+        &device()?,
+        report()?.max_storage_buffer_binding_size,
     )
     .map_err(js_error)?;
-    let scheduler = match field(&files, "schedulerConfig") {
-        Some(json) => DdimSchedulerConfig::from_json(&json).map_err(js_error)?,
-        None => DdimSchedulerConfig::default(),
-    };
+    let Models {
+        unet,
+        vae,
+        text_encoder,
+        tokenizer,
+        scheduler,
+        device,
+    } = models;
     CACHE.with_borrow_mut(EditCache::clear);
     MODEL.set(ModelState::Loading(Box::new(Loading {
         unet: Part::new(unet),
         vae: Part::new(vae),
-        text_encoder: Part::new(te),
+        text_encoder: Part::new(text_encoder),
         tokenizer,
         scheduler,
+        device,
     })));
     Ok(())
 }
@@ -257,16 +263,16 @@ fn finish<M: Module>(p: &mut Part<M>, name: &str) -> Result<M, JsError> {
 /// Completes the model; edits can run afterwards.
 #[wasm_bindgen(js_name = finishModel)]
 pub fn finish_model() -> Result<(), JsError> {
-    let dev = crate::device::training(&device()?);
     let models = with_loading(|l| {
         Ok(Models {
-            unet: finish(&mut l.unet, "unet")?.no_grad(),
-            vae: finish(&mut l.vae, "vae")?.no_grad(),
-            text_encoder: finish(&mut l.text_encoder, "text_encoder")?.no_grad(),
+            unet: finish(&mut l.unet, "unet")?,
+            vae: finish(&mut l.vae, "vae")?,
+            text_encoder: finish(&mut l.text_encoder, "text_encoder")?,
             tokenizer: l.tokenizer.clone(),
             scheduler: l.scheduler.clone(),
-            device: dev,
-        })
+            device: l.device.clone(),
+        }
+        .frozen())
     })?;
     MODEL.set(ModelState::Ready(Box::new(models)));
     Ok(())
@@ -409,7 +415,7 @@ pub async fn edit(request: JsValue, on_progress: js_sys::Function) -> Result<JsV
         "finalHandles": out.final_handles,
         "newPoints": out.new_points,
         "timings": out.timings,
-        "stop": out.record.stop.map(|s| format!("{s:?}")),
+        "stop": out.record.stop,
         "supervisionSteps": out.record.losses.len(),
         "cacheHits": CACHE.with_borrow(|c| c.last_hits.clone()),
     });

@@ -428,7 +428,7 @@ impl<M: Module> WeightLoader<M> {
 
     /// The device data for one parameter: matrices and kernels (Linear and Conv2d weights)
     /// that arrive as F16 stay F16 (half the memory; widened exactly to f32 where they are
-    /// used, see `models::packed`); vectors and embedding tables are f32. (Values here came
+    /// used, see `kernels::layers`); vectors and embedding tables are f32. (Values here came
     /// from F16, so narrowing them back is exact.)
     fn stored(
         &self,

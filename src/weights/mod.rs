@@ -21,4 +21,4 @@ pub use load::{Component, WeightLoader, load_safetensors};
 pub use plan::{Chunk, MAX_CHUNK_BYTES, plan_chunks};
 pub use reader::{ChunkTensors, chunk_tensors, tensor_bytes};
 pub use safetensors::{Dtype, Header, MAX_HEADER_BYTES, TensorInfo};
-pub use write::{F32Tensor, write_f32_safetensors};
+pub use write::{F32Tensor, RawTensor, write_f32_safetensors, write_safetensors};

@@ -1,9 +1,14 @@
-//! Writing safetensors files (LoRA weights, edit dumps): an 8-byte little-endian header
-//! length, the JSON header padded with spaces to 8-byte alignment, then the f32 data of each
-//! tensor in the order given. Format: huggingface/safetensors `docs/source/index.mdx`.
+//! Writing safetensors files (LoRA weights, edit dumps, test fixtures) with the `safetensors`
+//! crate itself (the reference implementation, already in burn's dependency tree): an 8-byte
+//! little-endian header length, the JSON header padded with spaces to 8-byte alignment, then
+//! each tensor's bytes. The crate orders tensors by dtype alignment, then name.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 
+use ::safetensors::tensor::{Dtype as StDtype, TensorView};
+
+use super::Dtype;
 use crate::error::{Error, Result};
 
 /// One f32 tensor to write: name, shape (row-major), values.
@@ -17,56 +22,86 @@ pub struct F32Tensor {
     pub data: Vec<f32>,
 }
 
-/// Serialises `tensors` (f32, little-endian) with string `metadata`. Names must be unique.
+/// One tensor of any dtype to write, as its little-endian bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTensor<'a> {
+    /// Key in the file.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape (row-major).
+    pub shape: Vec<usize>,
+    /// Little-endian element bytes: `shape.product() × dtype size`.
+    pub data: Cow<'a, [u8]>,
+}
+
+fn crate_dtype(dtype: Dtype) -> StDtype {
+    match dtype {
+        Dtype::Bool => StDtype::BOOL,
+        Dtype::U8 => StDtype::U8,
+        Dtype::I8 => StDtype::I8,
+        Dtype::F8E5M2 => StDtype::F8_E5M2,
+        Dtype::F8E4M3 => StDtype::F8_E4M3,
+        Dtype::I16 => StDtype::I16,
+        Dtype::U16 => StDtype::U16,
+        Dtype::F16 => StDtype::F16,
+        Dtype::BF16 => StDtype::BF16,
+        Dtype::I32 => StDtype::I32,
+        Dtype::U32 => StDtype::U32,
+        Dtype::F32 => StDtype::F32,
+        Dtype::I64 => StDtype::I64,
+        Dtype::U64 => StDtype::U64,
+        Dtype::F64 => StDtype::F64,
+    }
+}
+
+/// Serialises `tensors` with string `metadata`. Names must be unique and sizes must match
+/// their shapes; the error names the offending tensor.
+pub fn write_safetensors(
+    tensors: &[RawTensor<'_>],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let bad = |name: &str, why: String| Error::InvalidInput(format!("tensor `{name}`: {why}"));
+    let mut views = Vec::with_capacity(tensors.len());
+    let mut names = std::collections::BTreeSet::new();
+    for t in tensors {
+        if !names.insert(t.name.as_str()) || t.name == "__metadata__" {
+            return Err(bad(&t.name, "the name is used twice or reserved".into()));
+        }
+        let view =
+            TensorView::new(crate_dtype(t.dtype), t.shape.clone(), &t.data).map_err(|e| {
+                bad(
+                    &t.name,
+                    format!("shape {:?} does not fit its data: {e}", t.shape),
+                )
+            })?;
+        views.push((t.name.as_str(), view));
+    }
+    let metadata: Option<HashMap<String, String>> = (!metadata.is_empty()).then(|| {
+        metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    });
+    ::safetensors::serialize(views, metadata)
+        .map_err(|e| Error::InvalidInput(format!("safetensors: {e}")))
+}
+
+/// Serialises f32 `tensors` (little-endian) with string `metadata`; see [`write_safetensors`].
 pub fn write_f32_safetensors(
     tensors: &[F32Tensor],
     metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
-    let mut header = serde_json::Map::new();
-    if !metadata.is_empty() {
-        header.insert(
-            "__metadata__".into(),
-            serde_json::to_value(metadata).unwrap_or_default(),
-        );
-    }
-    let mut offset = 0usize;
-    for t in tensors {
-        let n: usize = t.shape.iter().product();
-        if n != t.data.len() {
-            return Err(Error::InvalidInput(format!(
-                "tensor `{}`: shape {:?} holds {n} values but {} were given",
-                t.name,
-                t.shape,
-                t.data.len()
-            )));
-        }
-        let entry = serde_json::json!({
-            "dtype": "F32",
-            "shape": t.shape,
-            "data_offsets": [offset, offset + 4 * n],
-        });
-        if header.insert(t.name.clone(), entry).is_some() || t.name == "__metadata__" {
-            return Err(Error::InvalidInput(format!(
-                "tensor name `{}` is used twice or reserved",
-                t.name
-            )));
-        }
-        offset += 4 * n;
-    }
-    let mut json = serde_json::to_vec(&serde_json::Value::Object(header))
-        .map_err(|e| Error::InvalidInput(format!("safetensors header: {e}")))?;
-    while json.len() % 8 != 0 {
-        json.push(b' ');
-    }
-    let mut out = Vec::with_capacity(8 + json.len() + offset);
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&json);
-    for t in tensors {
-        for v in &t.data {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    Ok(out)
+    let raw: Vec<RawTensor<'_>> = tensors
+        .iter()
+        .map(|t| RawTensor {
+            name: t.name.clone(),
+            dtype: Dtype::F32,
+            shape: t.shape.clone(),
+            data: Cow::Owned(t.data.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        })
+        .collect();
+    write_safetensors(&raw, metadata)
 }
 
 #[cfg(test)]

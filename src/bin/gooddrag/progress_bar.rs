@@ -26,11 +26,9 @@ impl ProgressBar {
         }
         self.phase = phase;
         let width = 24;
-        let filled = if of == 0 {
-            width
-        } else {
-            (step * width / of).min(width)
-        };
+        let filled = (step * width)
+            .checked_div(of)
+            .map_or(width, |f| f.min(width));
         let line = format!(
             "{phase:<9} [{}{}] {step:>4}/{of:<4} {extra}",
             "#".repeat(filled),
@@ -39,7 +37,7 @@ impl ProgressBar {
         if self.tty {
             eprint!("\r{line:<100}");
             let _ = std::io::stderr().flush();
-        } else if of == 0 || step == of || step % (of / 10).max(1) == 0 {
+        } else if of == 0 || step == of || step.is_multiple_of((of / 10).max(1)) {
             eprintln!("{line}");
         }
     }
@@ -67,6 +65,9 @@ impl ProgressBar {
             ),
             Progress::Denoise { step, of } => self.draw("denoise", *step, *of, String::new()),
             Progress::DragStopped { reason } => {
+                // `reached` or `early-stop`: the reason's serialised spelling.
+                let reason = serde_json::to_value(reason).unwrap_or_default();
+                let reason = reason.as_str().unwrap_or_default();
                 self.draw("drag", 1, 1, format!("stopped: {reason}"))
             }
             Progress::Decode => self.draw("decode", 1, 1, String::new()),

@@ -16,11 +16,11 @@ use crate::models::attention::attention_budget;
 use crate::models::clip::ClipTextConfig;
 use crate::models::unet_2d_condition::{PerBlock, UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::AutoencoderKLConfig;
-use crate::probe::read_f32;
 use crate::progress::Cancel;
+use crate::tensor_io::read_f32;
 use crate::{Error, Result};
 
-/// GoodDrag reads the features of `up_blocks[2]` (spec §1.10).
+/// GoodDrag reads the features of `up_blocks[2]` (docs/ALGORITHM.md §1.10).
 const FEATURE_BLOCK: usize = 2;
 
 /// What the device allocator held.
@@ -37,11 +37,11 @@ pub struct MemoryReport {
     /// Σ page size × most pages ever held, over the sliced pools only (activations and other
     /// transient tensors), since the device started.
     pub sliced_peak_bytes: u64,
-    /// The largest single allocation served by the sliced pools, in requested bytes (0 where
-    /// the pools do not track it: WebGPU in Chromium). An allocation over the page limit
+    /// The largest single allocation served by the sliced pools, in requested bytes (`None`
+    /// where the pools do not track it: WebGPU in Chromium). An allocation over the page limit
     /// (min of maxStorageBufferBindingSize and maxBufferSize) is never served: its kernels fail
     /// with "can't allocate buffer" when they run (and are silently skipped in a dry run).
-    pub largest_sliced_alloc_bytes: u64,
+    pub largest_sliced_alloc_bytes: Option<u64>,
 }
 
 /// Reads the allocator's report, or `None` on a backend that keeps none (e.g. the CPU device).
@@ -51,7 +51,11 @@ pub fn memory_report(device: &Device) -> Option<MemoryReport> {
     Some(MemoryReport {
         reserved_bytes: usage.map_or(0, |u| u.bytes_reserved),
         sliced_peak_bytes: pools.iter().map(|p| p.page_size * p.pages_peak).sum(),
-        largest_sliced_alloc_bytes: pools.iter().map(|p| p.largest_alloc).max().unwrap_or(0),
+        largest_sliced_alloc_bytes: pools
+            .iter()
+            .map(|p| p.largest_alloc)
+            .max()
+            .filter(|&bytes| bytes > 0),
     })
 }
 
@@ -160,7 +164,7 @@ impl BenchOptions {
     }
 
     /// Whether weights are held in f16, as the editor holds fp16 files on `device` (see
-    /// `models::packed`).
+    /// `kernels::layers`).
     fn f16_weights(&self, device: &Device) -> bool {
         !self.f32_weights && device.supports_dtype(burn::tensor::FloatDType::F16)
     }
@@ -168,7 +172,7 @@ impl BenchOptions {
 
 /// Refuses a latent size that is not a positive multiple of 8 (the UNet halves it three times).
 fn check_latent_size(n: usize) -> Result<()> {
-    if n == 0 || n % 8 != 0 {
+    if n == 0 || !n.is_multiple_of(8) {
         return Err(Error::InvalidInput(format!(
             "latent size {n}: use a positive multiple of 8 (64 for 512×512 images)"
         )));
@@ -179,7 +183,7 @@ fn check_latent_size(n: usize) -> Result<()> {
 /// `module` as the editor would hold it: matrices and kernels in f16 when `f16`.
 fn held<M: Module>(module: M, f16: bool) -> M {
     if f16 {
-        crate::models::packed::store_f16(module)
+        crate::kernels::layers::store_f16(module)
     } else {
         module
     }
@@ -357,12 +361,12 @@ pub struct UNetProfileReport {
     pub profiled_forward_millis: f64,
     /// By operation and by layer, slowest first. Time not in any operation (SiLU, residual adds,
     /// concatenation, reshapes, the time embedding) is `profiled_forward_millis` − Σ ops.
-    pub profile: crate::profile::Profile,
+    pub profile: crate::perf::profiler::Profile,
 }
 
 /// Profiles `model`'s UNet (the full-size SD 1.5 one by default) with random weights: (optionally) a warm-up forward +
 /// backward, an unprofiled forward and forward + backward for reference, then one forward with
-/// [`crate::profile`] collecting per-operation and per-layer times.
+/// [`crate::perf::profiler`] collecting per-operation and per-layer times.
 pub async fn profile_unet(
     device: &Device,
     model: &SyntheticModel,
@@ -407,7 +411,7 @@ pub async fn profile_unet(
     }
     let forward_millis = forward().await?;
     let forward_backward_millis = forward_backward().await?;
-    let profiler = crate::profile::Profiler::start();
+    let profiler = crate::perf::profiler::Profiler::start();
     let profiled_forward_millis = forward().await?;
     let profile = profiler.finish();
     Ok(UNetProfileReport {
@@ -429,7 +433,7 @@ pub struct ConvTiming {
     pub input: [usize; 4],
     /// burn's convolution kernel (cubecl's direct kernel without autotune), ms per call.
     pub burn_millis: f64,
-    /// [`crate::models::conv_gemm`] (what the networks use), ms per call.
+    /// [`crate::kernels::conv_gemm`] (what the networks use), ms per call.
     pub matmul_millis: f64,
     /// Largest |difference| between the two outputs.
     pub max_abs_difference: f32,
@@ -443,7 +447,7 @@ pub async fn conv_kernels(
     latent_size: usize,
     reps: usize,
 ) -> Result<Vec<ConvTiming>> {
-    use crate::models::conv_gemm;
+    use crate::kernels::conv_gemm;
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
 
@@ -502,7 +506,7 @@ pub struct EditPhase {
     pub name: String,
     /// Milliseconds of one measured run (after a warm-up run that compiles the kernels).
     pub millis: f64,
-    /// How many times the default edit (spec §1.18) runs it (an upper bound for the drag).
+    /// How many times the default edit (docs/ALGORITHM.md §1.18) runs it (an upper bound for the drag).
     pub count_in_edit: usize,
     /// The allocator after the phase.
     pub memory: Option<MemoryReport>,
@@ -636,7 +640,7 @@ pub async fn edit_synthetic(
         model.text_encoder.init(budget, &device)?.no_grad(),
         f16_weights,
     );
-    // The default edit's settings (spec §1.14, §1.16).
+    // The default edit's settings (docs/ALGORITHM.md §1.19).
     let defaults = crate::drag::DragConfig::default();
     let sched = DdimScheduler::new(DdimSchedulerConfig::default(), 50)?;
     let mut rng = Rng::new(0);

@@ -1,4 +1,4 @@
-//! DAI, the Dragging Accuracy Index (GoodDrag §4.1, Eq. 8; spec §5.1): how well the content
+//! DAI, the Dragging Accuracy Index (GoodDrag §4.1, Eq. 8; docs/EVALUATION.md §2.1): how well the content
 //! around each handle pᵢ of the original reappears around its target qᵢ in the result.
 //!
 //! With images as floats in [0, 1] and patches of `(1+2γ)²` pixels × RGB,
@@ -60,7 +60,7 @@ fn check_sizes(original: &FloatImage, result: &FloatImage) -> Result<()> {
 }
 
 fn pairs_of(points: &[[f64; 2]]) -> Result<Vec<([i64; 2], [i64; 2])>> {
-    if points.is_empty() || points.len() % 2 != 0 {
+    if points.is_empty() || !points.len().is_multiple_of(2) {
         return Err(Error::InvalidInput(format!(
             "DAI needs handle/target pairs, got {} points",
             points.len()

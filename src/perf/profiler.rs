@@ -5,7 +5,7 @@
 //! While a [`Profiler`] lives on a thread, every [`op`] / [`layer`] scope on that thread waits
 //! for the device to finish all earlier work, runs, waits again and adds the wall time to its
 //! kind. Waiting drains the GPU's queue at every operation, so the profiled pass is slower than
-//! a plain one and its shares are what matters; the totals of [`crate::bench`] are measured
+//! a plain one and its shares are what matters; the totals of [`crate::perf::synthetic`] are measured
 //! without it. When no profiler is active a scope is one thread-local check. Native only: in
 //! the browser (no blocking device wait) scopes just run their closure.
 

@@ -13,56 +13,24 @@
 //! connections of the UNet are bookkept by index: an up resnet's gradient for the skip it
 //! consumed is added to the gradient of the layer output that produced it.
 //!
-//! The maths is the same as [`UNet2DConditionModel::forward`] followed by `backward`; only
+//! Both this forward and the plain one walk the UNet's single layer description,
+//! [`UNet2DConditionModel::layer_sequence`]. The maths is the same as
+//! [`UNet2DConditionModel::forward`] followed by `backward`; only
 //! the summation order of gradients that meet at a skip differs (f32 rounding).
 
 use burn::module::Module;
-use burn::tensor::activation::silu;
 use burn::tensor::{Gradients, Tensor};
 
-use super::packed;
-use super::unet_2d_condition::UNet2DConditionModel;
-use crate::profile;
+use crate::models::unet_2d_condition::{Stage, UNet2DConditionModel, UNetLayer};
 use crate::{Error, Result};
-
-/// One layer of the UNet forward, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Layer {
-    ConvIn,
-    DownResnet(usize, usize),
-    DownAttention(usize, usize),
-    Downsample(usize),
-    MidResnet(usize),
-    MidAttention(usize),
-    /// Consumes the skip on top of the stack.
-    UpResnet(usize, usize),
-    UpAttention(usize, usize),
-    Upsample(usize, Option<[usize; 2]>),
-    Out,
-}
-
-impl Layer {
-    /// What kind of layer it is, as [`crate::profile`] reports it.
-    fn kind(self) -> &'static str {
-        match self {
-            Layer::ConvIn => "conv_in",
-            Layer::DownResnet(..) | Layer::MidResnet(_) | Layer::UpResnet(..) => "resnet",
-            Layer::DownAttention(..) | Layer::MidAttention(_) | Layer::UpAttention(..) => {
-                "transformer"
-            }
-            Layer::Downsample(_) => "downsampler",
-            Layer::Upsample(..) => "upsampler",
-            Layer::Out => "conv_norm_out, SiLU, conv_out",
-        }
-    }
-}
 
 /// A layer as run: its saved input, the skip it consumed, whether its output is pushed as a
 /// skip, whether its output is the tapped feature map.
 struct Step {
-    layer: Layer,
+    layer: UNetLayer,
     input: Tensor<4>,
     consumed_skip: Option<usize>,
+    upsample_size: Option<[usize; 2]>,
     pushes_skip: Option<usize>,
     tapped: bool,
 }
@@ -113,116 +81,23 @@ impl UNet2DConditionModel {
         ehs: &Tensor<3>,
         tap: Option<usize>,
     ) -> (Vec<Step>, Tensor<4>, Option<Tensor<4>>) {
-        let [_, _, h, w] = sample.dims();
-        let explicit_sizes = self.needs_explicit_upsample_sizes(h, w);
         let mut steps: Vec<Step> = Vec::new();
-        let mut skips: Vec<(usize, Tensor<4>)> = Vec::new(); // (producing step, value)
-        let mut x = sample;
         let mut features = None;
-        let run = |layer: Layer,
-                   x: Tensor<4>,
-                   steps: &mut Vec<Step>,
-                   skips: &mut Vec<(usize, Tensor<4>)>,
-                   push: bool|
-         -> Tensor<4> {
-            let consumed = matches!(layer, Layer::UpResnet(..))
-                .then(|| skips.pop().expect("UNet skip connections exhausted"));
-            let out = profile::layer(layer.kind(), &x.device(), || {
-                self.apply_layer(
-                    layer,
-                    x.clone(),
-                    consumed.as_ref().map(|(_, s)| s.clone()),
-                    emb,
-                    ehs,
-                )
-            });
-            let index = steps.len();
-            if push {
-                skips.push((index, out.clone()));
+        let noise_pred = self.walk(sample, emb, ehs, &mut |visit| {
+            let tapped = tap.is_some_and(|i| visit.step.ends_block == Some((Stage::Up, i)));
+            if tapped {
+                features = Some(visit.output.clone());
             }
             steps.push(Step {
-                layer,
-                input: x,
-                consumed_skip: consumed.map(|(i, _)| i),
-                pushes_skip: push.then_some(index),
-                tapped: false,
+                layer: visit.step.layer,
+                input: visit.input,
+                consumed_skip: visit.consumed_skip,
+                upsample_size: visit.upsample_size,
+                pushes_skip: visit.step.pushes_skip.then_some(visit.index),
+                tapped,
             });
-            out
-        };
-
-        x = run(Layer::ConvIn, x, &mut steps, &mut skips, true);
-        for (i, block) in self.down_blocks.iter().enumerate() {
-            for j in 0..block.resnets.len() {
-                let has_attention = j < block.attentions.len();
-                let layer = Layer::DownResnet(i, j);
-                x = run(layer, x, &mut steps, &mut skips, !has_attention);
-                if has_attention {
-                    x = run(Layer::DownAttention(i, j), x, &mut steps, &mut skips, true);
-                }
-            }
-            if !block.downsamplers.is_empty() {
-                x = run(Layer::Downsample(i), x, &mut steps, &mut skips, true);
-            }
-        }
-        x = run(Layer::MidResnet(0), x, &mut steps, &mut skips, false);
-        for j in 0..self.mid_block.attentions.len() {
-            x = run(Layer::MidAttention(j), x, &mut steps, &mut skips, false);
-            x = run(Layer::MidResnet(j + 1), x, &mut steps, &mut skips, false);
-        }
-        let n = self.up_blocks.len();
-        for (i, block) in self.up_blocks.iter().enumerate() {
-            for j in 0..block.resnets.len() {
-                x = run(Layer::UpResnet(i, j), x, &mut steps, &mut skips, false);
-                if j < block.attentions.len() {
-                    x = run(Layer::UpAttention(i, j), x, &mut steps, &mut skips, false);
-                }
-            }
-            if !block.upsamplers.is_empty() {
-                let size = (i + 1 < n && explicit_sizes).then(|| {
-                    let [_, _, sh, sw] = skips.last().expect("skip before up block").1.dims();
-                    [sh, sw]
-                });
-                x = run(Layer::Upsample(i, size), x, &mut steps, &mut skips, false);
-            }
-            if tap == Some(i) {
-                // The block's output is the output of its last layer.
-                if let Some(last) = steps.last_mut() {
-                    last.tapped = true;
-                }
-                features = Some(x.clone());
-            }
-        }
-        let noise_pred = run(Layer::Out, x, &mut steps, &mut skips, false);
+        });
         (steps, noise_pred, features)
-    }
-
-    /// One layer, as in [`forward`](Self::forward).
-    fn apply_layer(
-        &self,
-        layer: Layer,
-        x: Tensor<4>,
-        skip: Option<Tensor<4>>,
-        emb: &Tensor<2>,
-        ehs: &Tensor<3>,
-    ) -> Tensor<4> {
-        match layer {
-            Layer::ConvIn => packed::conv2d(&self.conv_in, x),
-            Layer::DownResnet(i, j) => self.down_blocks[i].resnets[j].forward(x, Some(emb)),
-            Layer::DownAttention(i, j) => self.down_blocks[i].attentions[j].forward(x, ehs),
-            Layer::Downsample(i) => self.down_blocks[i].downsamplers[0].forward(x),
-            Layer::MidResnet(j) => self.mid_block.resnets[j].forward(x, Some(emb)),
-            Layer::MidAttention(j) => self.mid_block.attentions[j].forward(x, ehs),
-            Layer::UpResnet(i, j) => {
-                let skip = skip.expect("an up resnet consumes a skip");
-                self.up_blocks[i].resnets[j].forward(Tensor::cat(vec![x, skip], 1), Some(emb))
-            }
-            Layer::UpAttention(i, j) => self.up_blocks[i].attentions[j].forward(x, ehs),
-            Layer::Upsample(i, size) => self.up_blocks[i].upsamplers[0].forward(x, size),
-            Layer::Out => packed::conv2d(
-                &self.conv_out,
-                silu(packed::group_norm(&self.conv_norm_out, x)),
-            ),
-        }
     }
 
     /// The forward pass, keeping each layer's input for [`backward`](Self::backward); the
@@ -351,6 +226,7 @@ impl UNet2DConditionModel {
                 step.layer,
                 input.clone(),
                 skip_value.clone(),
+                step.upsample_size,
                 &emb,
                 &encoder_hidden_states,
             );

@@ -11,7 +11,8 @@
 //! - GroupNorm statistics are taken over all bands (two passes: mean, then centred variance);
 //! - nearest ×2 upsampling, SiLU, residual additions and 1×1 convolutions are per band.
 //!
-//! Only inference uses this (decoding is never differentiated).
+//! Only inference uses this (decoding is never differentiated). The blocks' `forward_bands`
+//! live beside their `forward` in `models::resnet` and `models::unet_2d_blocks`.
 
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
@@ -20,9 +21,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::ops::ConvOptions;
 
 use super::conv_gemm;
-use super::packed::widen;
-use super::resnet::{ResnetBlock2D, Upsample2D, upsample_nearest2x};
-use super::unet_2d_blocks::UpDecoderBlock2D;
+use super::layers::widen;
 
 /// An activation `[b, c, h, w]` held as bands of rows, top to bottom.
 #[derive(Debug, Clone)]
@@ -71,11 +70,13 @@ impl Bands {
         Tensor::cat(self.0, 2)
     }
 
-    fn map(self, f: impl Fn(Tensor<4>) -> Tensor<4>) -> Self {
+    /// `f` applied to each band (for operations that act on rows independently).
+    pub fn map(self, f: impl Fn(Tensor<4>) -> Tensor<4>) -> Self {
         Self(self.0.into_iter().map(f).collect())
     }
 
-    fn add(self, other: Self) -> Self {
+    /// Band-wise sum of two activations split the same way (a residual addition).
+    pub fn add_bands(self, other: Self) -> Self {
         Self(
             self.0
                 .into_iter()
@@ -91,7 +92,7 @@ impl Bands {
     pub fn conv(&self, conv: &Conv2d) -> Self {
         let [k, _] = conv.kernel_size;
         let halo = k / 2;
-        // Weights stored as f16 are widened to the activations' dtype (see `packed`).
+        // Weights stored as f16 are widened to the activations' dtype (see `kernels::layers`).
         let Some(dtype) = self.0.first().map(Tensor::dtype) else {
             return Self(Vec::new());
         };
@@ -221,64 +222,6 @@ impl Bands {
     /// SiLU per band.
     pub fn silu(self) -> Self {
         self.map(silu)
-    }
-}
-
-impl ResnetBlock2D {
-    /// [`forward`](Self::forward) (without time embedding, as in the VAE) on bands.
-    pub fn forward_bands(&self, x: Bands) -> Bands {
-        let h = x.group_norm(&self.norm1).silu().conv(&self.conv1);
-        let h = h.group_norm(&self.norm2).silu().conv(&self.conv2);
-        let skip = match &self.conv_shortcut {
-            Some(shortcut) => x.conv(shortcut),
-            None => x,
-        };
-        let out = skip.add(h);
-        if self.output_scale_factor != 1.0 {
-            let s = self.output_scale_factor;
-            out.map(|t| t / s)
-        } else {
-            out
-        }
-    }
-}
-
-impl Upsample2D {
-    /// Nearest ×2 + convolution on bands (each band's rows double; exact, since output row
-    /// `r` reads input row `⌊r/2⌋` of the same band).
-    pub fn forward_bands(&self, x: Bands) -> Bands {
-        x.map(|t| {
-            let [_, _, h, w] = t.dims();
-            upsample_nearest2x(t, [2 * h, 2 * w])
-        })
-        .conv(&self.conv)
-    }
-}
-
-impl UpDecoderBlock2D {
-    /// [`forward`](Self::forward) on bands.
-    pub fn forward_bands(&self, mut x: Bands) -> Bands {
-        for resnet in &self.resnets {
-            x = resnet.forward_bands(x);
-        }
-        for up in &self.upsamplers {
-            x = up.forward_bands(x);
-        }
-        x
-    }
-
-    /// The largest activation this block holds at once for an input `[b, c_in, h, w]`, in
-    /// f32 elements: the widest of its channel counts at its output resolution.
-    pub fn peak_elements(&self, [b, c_in, h, w]: [usize; 4]) -> usize {
-        let c_out = self
-            .resnets
-            .last()
-            .map_or(c_in, |r| r.conv2.weight.dims()[0]);
-        let scale = if self.upsamplers.is_empty() { 1 } else { 2 };
-        let widest = c_in.max(c_out);
-        // Inside the block, before the upsampler: input or output channels at input size;
-        // after it: output channels at twice the size.
-        (b * widest * h * w).max(b * c_out * h * scale * w * scale)
     }
 }
 

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use gooddrag::device;
 use gooddrag::lora::{LoraSet, lora_params_mut, parse_lora};
 use gooddrag::models::unet_2d_condition::UNet2DConditionModel;
-use gooddrag::probe::{read_f32, relative_error};
+use gooddrag::tensor_io::{read_f32, relative_error};
 use parity_support::*;
 
 fn read<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -38,7 +38,7 @@ fn unet(device: &Device, lora: bool) -> UNet2DConditionModel {
 // from the autodiff forward (measured ≤ 1.2e-6); gradients measured ≤ 1.1e-6.
 
 /// A drag-style loss: an L1 term on the features, an L1 term on the noise prediction and a
-/// quadratic one on the latent (GoodDrag's loss reads all three, spec §1.14).
+/// quadratic one on the latent (GoodDrag's loss reads all three, docs/ALGORITHM.md §1.12).
 fn drag_loss(sample: &Tensor<4>, eps: &Tensor<4>, features: &Tensor<4>) -> Tensor<1> {
     let f = (features.clone() - 0.1).abs().mean();
     let e = (eps.clone() * 0.5).abs().sum() * 0.01;

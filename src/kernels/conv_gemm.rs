@@ -28,7 +28,7 @@ pub const COLUMN_BYTES: usize = 32 << 20;
 /// `module::conv2d(x, weight, bias, options)`: on GPU devices computed as matrix
 /// multiplications ([`conv2d_by_matmul`]), on the CPU device by burn (burn-flex convolves by
 /// im2col and its own GEMM already: measured equal, and 2.2× faster than banded columns at
-/// 320 channels × 64×64). `weight` must be in `x`'s dtype (see `packed`).
+/// 320 channels × 64×64). `weight` must be in `x`'s dtype (see `kernels::layers`).
 pub fn conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,
@@ -194,7 +194,7 @@ mod tests {
         let x = Tensor::<4>::random([2, 3, 5, 6], Distribution::Normal(0.0, 1.0), &device);
         let weight = Tensor::<4>::from_data(
             TensorData::new(
-                crate::probe::deterministic_values(4 * 3 * 9, 0.3, 0.5),
+                crate::rng::deterministic_values(4 * 3 * 9, 0.3, 0.5),
                 [4, 3, 3, 3],
             ),
             &device,

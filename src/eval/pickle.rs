@@ -1,4 +1,4 @@
-//! A minimal Python pickle reader for DragBench's `meta_data.pkl` (spec §4.3): a dict with a
+//! A minimal Python pickle reader for DragBench's `meta_data.pkl` (docs/EVALUATION.md §1.3): a dict with a
 //! `prompt` string, `points` (a list of `[x, y]`) and a NumPy `mask` array. It runs the pickle
 //! machine for protocols 2–5 over plain data (None, bools, ints, floats, str, bytes, lists,
 //! tuples, dicts) and recognises the two ways NumPy pickles an array

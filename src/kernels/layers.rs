@@ -7,7 +7,7 @@
 //! Modules whose weights are already f32 take the plain path with no extra work.
 //!
 //! These are the networks' layer entry points (linear, convolution, normalisations), so each also
-//! reports its time to [`crate::profile`] when a profile is being taken.
+//! reports its time to [`crate::perf::profiler`] when a profile is being taken.
 
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
@@ -17,7 +17,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 
 use super::conv_gemm;
-use crate::profile;
+use crate::perf::profiler;
 
 /// `t` in `dtype` (a no-op when it already is). The widened copy is an ordinary intermediate:
 /// it never requires grad and is freed after the layer.
@@ -25,7 +25,7 @@ pub(crate) fn widen<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
     if t.dtype() == dtype {
         t
     } else {
-        profile::op("f16 → f32 weight widening", &t.device(), || t.cast(dtype))
+        profiler::op("f16 → f32 weight widening", &t.device(), || t.cast(dtype))
     }
 }
 
@@ -35,15 +35,15 @@ pub fn linear<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
     let dtype = x.dtype();
     let device = weight.device();
     if weight.dtype() == dtype {
-        return profile::op("linear", &device, || linear.forward(x));
+        return profiler::op("linear", &device, || linear.forward(x));
     }
     let bias = linear.bias.as_ref().map(|b| widen(b.val(), dtype));
     let wide = widen(weight, dtype);
-    profile::op("linear", &device, || module::linear(x, wide, bias))
+    profiler::op("linear", &device, || module::linear(x, wide, bias))
 }
 
 /// `conv.forward(x)` with the weight (and bias) widened to `x`'s dtype when they differ,
-/// computed by [`conv_gemm`](super::conv_gemm) (matrix multiplications) where it applies.
+/// computed by [`conv_gemm`](crate::kernels::conv_gemm) (matrix multiplications) where it applies.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let dtype = x.dtype();
     let kind = match conv.kernel_size {
@@ -69,19 +69,19 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     );
     let weight = widen(conv.weight.val(), dtype);
     let bias = conv.bias.as_ref().map(|b| widen(b.val(), dtype));
-    profile::op(kind, &weight.device(), || {
+    profiler::op(kind, &weight.device(), || {
         conv_gemm::conv2d(x, weight, bias, options)
     })
 }
 
 /// `norm.forward(x)` (vectors only, no widening), reported to the profiler as `group norm`.
 pub fn group_norm<const D: usize>(norm: &GroupNorm, x: Tensor<D>) -> Tensor<D> {
-    profile::op("group norm", &x.device(), || norm.forward(x))
+    profiler::op("group norm", &x.device(), || norm.forward(x))
 }
 
 /// `norm.forward(x)`, reported to the profiler as `layer norm`.
 pub fn layer_norm<const D: usize>(norm: &LayerNorm, x: Tensor<D>) -> Tensor<D> {
-    profile::op("layer norm", &x.device(), || norm.forward(x))
+    profiler::op("layer norm", &x.device(), || norm.forward(x))
 }
 
 /// Stores every matrix and kernel (float parameters of rank ≥ 2, except embedding tables) of

@@ -1,7 +1,8 @@
 //! Benchmarks over drag-editing datasets (native): reading sample folders in the GoodDrag /
-//! Drag100 layout (spec §4.1: `original.jpg|png`, `mask.png`, `points.json`) and the DragBench
-//! layout (§4.3: `original_image.png`, `meta_data.pkl`), writing an edit's result files in the
-//! official layout (§1.17), the `--dump` tensors, and DAI over a results folder (§5.1).
+//! Drag100 layout (docs/EVALUATION.md §1.1: `original.jpg|png`, `mask.png`, `points.json`) and the DragBench
+//! layout (docs/EVALUATION.md §1.3: `original_image.png`, `meta_data.pkl`), writing an edit's result files in the
+//! official layout (docs/ALGORITHM.md §1.17), the `--dump` tensors, and DAI over a results folder
+//! (docs/EVALUATION.md §2.1).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,12 +11,13 @@ use burn::tensor::Tensor;
 use serde::Serialize;
 
 use crate::drag::PointsFile;
-use crate::edit::{EditOutput, RgbImage};
+use crate::edit::EditOutput;
 use crate::error::{Error, Result};
-use crate::formats::pickle::{Value, parse_pickle};
+use crate::eval::dai::{DAI_GAMMAS, FloatImage, dai_official, dai_paper};
+use crate::eval::pickle::{Value, parse_pickle};
+use crate::image::RgbImage;
 use crate::imageio::{draw_points, load_mask, load_rgb, save_rgb};
-use crate::metrics::{DAI_GAMMAS, FloatImage, dai_official, dai_paper};
-use crate::probe::read_f32;
+use crate::tensor_io::read_f32;
 use crate::weights::{F32Tensor, write_f32_safetensors};
 
 /// Which dataset layout a sample folder uses.

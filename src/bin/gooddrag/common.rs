@@ -1,0 +1,169 @@
+//! What several subcommands share: the model flags of `edit` and `bench` and loading what they
+//! name, reading and writing files with the CLI's error messages, one edit with a progress bar,
+//! and the output helpers (`--json` or text, aligned text tables). Background:
+//! docs/ARCHITECTURE.md.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use gooddrag::drag::{DragConfig, PRESETS, PointsFile};
+use gooddrag::edit::{EditInput, EditOutput, run_edit};
+use gooddrag::eval::dataset::{self, Timings};
+use gooddrag::lora::write_lora;
+use gooddrag::model_set::Models;
+use gooddrag::progress::Cancel;
+use gooddrag::{Error, Result, device};
+
+use crate::progress_bar::ProgressBar;
+
+/// Options shared by `edit` and `bench`.
+#[derive(Args)]
+pub struct ModelArgs {
+    /// A diffusers Stable Diffusion 1.5 folder (unet/, vae/, text_encoder/, tokenizer/,
+    /// scheduler/); fp16 weight files are preferred when present.
+    #[arg(long)]
+    model: PathBuf,
+    /// A diffusers VAE folder to use instead of `<model>/vae` (GoodDrag uses stabilityai/sd-vae-ft-mse).
+    #[arg(long)]
+    vae: Option<PathBuf>,
+    /// `wgpu` (Vulkan/Metal/DX12; lavapipe without a GPU) or `cpu`.
+    #[arg(long, default_value = "wgpu")]
+    device: String,
+    /// Named hyperparameter preset.
+    #[arg(long, conflicts_with = "config", value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
+    preset: Option<String>,
+    /// A JSON DragConfig (missing fields take the defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// `--preset`, else `--config`, else the defaults.
+pub fn load_config(args: &ModelArgs) -> Result<DragConfig> {
+    match (&args.preset, &args.config) {
+        (Some(name), _) => DragConfig::preset(name),
+        (None, Some(path)) => DragConfig::from_json(&read_text(path)?),
+        (None, None) => Ok(DragConfig::default()),
+    }
+}
+
+/// Opens `--device` and loads `--model` (and `--vae`) onto it, reporting both on stderr;
+/// returns the models and the adapter's name.
+pub fn load_models(args: &ModelArgs) -> Result<(Models, String)> {
+    let (dev, adapter) = device::by_name(&args.device)?;
+    eprintln!(
+        "device: {} ({}, {})",
+        adapter.name, adapter.backend, adapter.device_type
+    );
+    let started = std::time::Instant::now();
+    let models = Models::load_dir(
+        &args.model,
+        args.vae.as_deref(),
+        &dev,
+        adapter.max_storage_buffer_binding_size,
+    )?;
+    eprintln!(
+        "model loaded from {} in {:.1} s",
+        args.model.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok((models, adapter.name))
+}
+
+/// The points of a points.json file.
+pub fn read_points(path: &Path) -> Result<Vec<[f64; 2]>> {
+    Ok(PointsFile::from_json(&read_text(path)?)?.points)
+}
+
+/// A text file's contents.
+pub fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| cannot_read(path, e))
+}
+
+/// A file's bytes.
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| cannot_read(path, e))
+}
+
+fn cannot_read(path: &Path, e: std::io::Error) -> Error {
+    Error::InvalidInput(format!("cannot read `{}`: {e}", path.display()))
+}
+
+/// Writes `bytes` to `path`.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes)
+        .map_err(|e| Error::InvalidInput(format!("cannot write `{}`: {e}", path.display())))
+}
+
+/// One edit with a progress bar; writes the official outputs into `out`.
+pub fn edit_sample(
+    models: &mut Models,
+    device: &str,
+    input: EditInput,
+    out: &Path,
+    dump: Option<&Path>,
+) -> Result<(EditOutput, Timings)> {
+    let mut bar = ProgressBar::new();
+    let result = pollster::block_on(run_edit(
+        models,
+        input,
+        &mut |p| bar.update(&p),
+        &Cancel::new(),
+    ));
+    bar.finish();
+    let output = result?;
+    let timings = dataset::write_edit_outputs(out, &output, device)?;
+    if let Some(lora) = &output.lora
+        && !output.lora_losses.is_empty()
+    {
+        write_file(
+            &out.join("pytorch_lora_weights.safetensors"),
+            &write_lora(lora)?,
+        )?;
+    }
+    if let Some(path) = dump {
+        write_file(path, &pollster::block_on(dataset::dump_bytes(&output))?)?;
+    }
+    Ok((output, timings))
+}
+
+/// Samples that failed, `(name, why)`, as `[{"sample": …, "error": …}, …]`.
+pub fn failures_json(failures: &[(String, String)]) -> serde_json::Value {
+    failures
+        .iter()
+        .map(|(n, w)| serde_json::json!({"sample": n, "error": w}))
+        .collect()
+}
+
+/// Prints `value` as one line of JSON on stdout.
+pub fn print_json(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+/// Prints a result on stdout: `value()` as JSON with `--json`, else what `text` prints.
+pub fn print_report(json: bool, value: impl FnOnce() -> serde_json::Value, text: impl FnOnce()) {
+    if json {
+        print_json(&value());
+    } else {
+        text();
+    }
+}
+
+/// An aligned text table printed row by row on stdout: the first column left-aligned, the others
+/// right-aligned, each padded to its width, one space between.
+pub struct Table(pub &'static [usize]);
+
+impl Table {
+    /// Prints one row (or the header).
+    pub fn row<S: AsRef<str>>(&self, cells: &[S]) {
+        let mut line = String::new();
+        for (i, (cell, &width)) in cells.iter().zip(self.0).enumerate() {
+            let cell = cell.as_ref();
+            if i == 0 {
+                line += &format!("{cell:<width$}");
+            } else {
+                line += &format!(" {cell:>width$}");
+            }
+        }
+        println!("{line}");
+    }
+}

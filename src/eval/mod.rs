@@ -1,0 +1,7 @@
+//! Evaluation as the papers do it: drag-editing datasets (GoodDrag/Drag100 and DragBench
+//! layouts), their official output files, and the metrics (docs/EVALUATION.md).
+
+pub mod dai;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod dataset;
+pub mod pickle;

@@ -1,3 +1,0 @@
-//! File formats of the benchmarks: DragBench's pickled metadata.
-
-pub mod pickle;

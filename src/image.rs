@@ -1,0 +1,32 @@
+//! Images as the core sees them: RGB8 pixels in and out, and the bilinear resize the edit uses
+//! between the photo's size and the latent grid (docs/ALGORITHM.md §1.2). Decoding files is
+//! the faces' job (the browser decodes itself; the CLI uses `imageio`).
+
+use burn::tensor::Tensor;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+
+/// An RGB8 image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgbImage {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Row-major RGB bytes, `3·width·height`.
+    pub rgb: Vec<u8>,
+}
+
+/// Bilinear resize of `[1, c, h, w]` to `height × width` (align_corners = False).
+pub fn resize_bilinear(image: Tensor<4>, height: usize, width: usize) -> Tensor<4> {
+    let [_, _, h, w] = image.dims();
+    if (h, w) == (height, width) {
+        return image;
+    }
+    interpolate(
+        image,
+        InterpolateOptions::new(InterpolateMode::Bilinear)
+            .with_align_corners(false)
+            .with_output_size([height, width]),
+    )
+}

@@ -1,0 +1,13 @@
+//! Below the models: the layers' entry points and the kernels they run (docs/ARCHITECTURE.md §3).
+//! - [`layers`]: linear, convolution and normalisations with weights held in f16 and widened
+//!   at use; every model calls these instead of burn's `forward`, so precision and profiling
+//!   are decided in one place;
+//! - [`conv_gemm`]: stride-1 convolutions as im2col + matrix multiplication in row bands;
+//! - [`row_bands`]: an activation held as bands of rows, with exact halo convolutions and
+//!   GroupNorm statistics over all bands (the VAE decoder under the binding limit).
+//!
+//! Nothing here imports `models`; the models' banded forwards live in their own files.
+
+pub mod conv_gemm;
+pub mod layers;
+pub mod row_bands;
