@@ -22,6 +22,14 @@ apt_packages() {
   fi
 }
 
+lint_components() {
+  # test.sh runs cargo fmt and cargo clippy; a minimal rustup profile lacks them.
+  local installed; installed="$(rustup component list --installed)"
+  for c in clippy rustfmt; do
+    grep -q "^$c" <<<"$installed" || rustup component add "$c"
+  done
+}
+
 wasm_target() {
   rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 }
@@ -49,6 +57,7 @@ fi
 phase "setup: rust wasm target" wasm_target
 [ "${GOODDRAG_SKIP_BINDGEN:-0}" = 1 ] || phase "setup: wasm-bindgen-cli" wasm_bindgen_cli
 if [ "$scope" = test ]; then
+  phase "setup: rust lint components" lint_components
   phase "setup: debian packages" apt_packages
   phase "setup: npm packages" npm_packages
 fi

@@ -14,6 +14,9 @@ bindgen_log="$(mktemp)"
 bindgen_pid=$!
 
 phase "rust: format check" cargo fmt --all -- --check
+# Lints for both builds: the native one (library, CLI, tests) and the browser's wasm32 library.
+phase "rust: clippy (native, all targets)" cargo clippy --all-targets -- -D warnings
+phase "rust: clippy (wasm32)" cargo clippy --lib --target wasm32-unknown-unknown -- -D warnings
 phase "rust: tests (cpu + native wgpu)" cargo test
 bindgen_rc=0
 wait "$bindgen_pid" || bindgen_rc=$?
