@@ -75,7 +75,7 @@ $('bench-form').addEventListener('submit', async (e) => {
   $('cancel').disabled = false;
   setState('running');
   try {
-    const request = { latent: Number($('latent').value), checkpointing: $('checkpointing').checked };
+    const request = { latent: Number($('latent').value), checkpointing: $('checkpointing').checked, warmUp: $('warm-up').checked };
     if (document.querySelector('input[name="arch"]:checked').value === 'url') {
       $('status').textContent = 'Reading the configs…';
       Object.assign(request, await architectureFrom($('arch-url').value));
