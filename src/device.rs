@@ -88,14 +88,32 @@ pub fn wgpu() -> crate::Result<(Device, AdapterReport)> {
     .map_err(crate::Error::DeviceInit)
 }
 
-/// A device chosen by name on the command line or in tests: `cpu` or `wgpu`.
+/// Whether a wgpu adapter is real hardware: software rasterisers (lavapipe, SwiftShader,
+/// WARP) report the `Cpu` device type.
+pub fn is_hardware(report: &AdapterReport) -> bool {
+    report.device_type != "Cpu"
+}
+
+/// The device to use when none is named: a hardware wgpu adapter when there is one, else the
+/// CPU device. A software wgpu adapter is never chosen: on a 2-core machine the tiny model's
+/// edit takes ~424 s on lavapipe and ~13 s on the CPU device.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn auto() -> (Device, AdapterReport) {
+    match wgpu() {
+        Ok((device, report)) if is_hardware(&report) => (device, report),
+        _ => cpu(),
+    }
+}
+
+/// A device chosen by name on the command line or in tests: `auto`, `cpu` or `wgpu`.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn by_name(name: &str) -> crate::Result<(Device, AdapterReport)> {
     match name {
+        "auto" => Ok(auto()),
         "cpu" => Ok(cpu()),
         "wgpu" => wgpu(),
         other => Err(crate::Error::InvalidInput(format!(
-            "unknown device `{other}`: use `cpu` or `wgpu`"
+            "unknown device `{other}`: use `auto`, `cpu` or `wgpu`"
         ))),
     }
 }

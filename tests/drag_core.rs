@@ -9,7 +9,7 @@ use gooddrag::device;
 use gooddrag::drag::features::FeatureGeometry;
 use gooddrag::drag::motion::{MotionInputs, MotionSettings, motion_supervision_loss};
 use gooddrag::drag::{DragConfig, PRESETS, PatchWeight, StopReason};
-use gooddrag::edit::{EditInput, EditOutput, LoraChoice, run_edit};
+use gooddrag::edit::{EditCache, EditInput, EditOutput, LoraChoice, run_edit, run_edit_cached};
 use gooddrag::image::RgbImage;
 use gooddrag::model_set::Models;
 use gooddrag::progress::{Cancel, Progress};
@@ -342,6 +342,59 @@ fn odd_sized_image_runs_and_comes_back_the_same_size() {
         vec![[0.0, 0.0], [299.0, 211.0]],
     );
     assert_eq!(out.new_points[1], [299.0, 211.0]);
+}
+
+/// Re-editing the same photo reuses what does not depend on the points (the browser's "edit
+/// again" path): the LoRA trained for this image, prompt and LoRA settings, and the inverted
+/// latent for those plus the inversion settings. The result is the same as the first edit's.
+#[test]
+fn re_edit_reuses_the_lora_and_the_inversion_with_the_same_result() {
+    let device = device::cpu().0;
+    let mut m = models(&device);
+    // A short schedule (10 DDIM steps, one drag timestep, two LoRA steps of one 64² crop): the
+    // cache, not the edit, is under test.
+    let mut config = DragConfig {
+        n_inference_steps: 10,
+        drag_end_step: 1,
+        track_per_denoise: 1,
+        ..DragConfig::default()
+    };
+    config.lora.steps = 2;
+    config.lora.resolution = 64;
+    config.lora.batch_size = 1;
+    let input = |config: &DragConfig| EditInput {
+        image: photo(64, 64),
+        mask: None,
+        points: vec![[24.0, 32.0], [32.0, 32.0]],
+        config: config.clone(),
+        lora: LoraChoice::Train,
+    };
+    let mut cache = EditCache::default();
+    let run = |m: &mut Models, cache: &mut EditCache, config: &DragConfig| {
+        let out = pollster::block_on(run_edit_cached(
+            m,
+            input(config),
+            cache,
+            &mut |_| {},
+            &Cancel::new(),
+        ))
+        .expect("edit runs");
+        (out, cache.last_hits.clone())
+    };
+    let (first, hits) = run(&mut m, &mut cache, &config);
+    assert!(hits.is_empty(), "{hits:?}");
+    assert_eq!(first.lora_losses.len(), 2, "the LoRA was trained");
+    let (again, hits) = run(&mut m, &mut cache, &config);
+    assert_eq!(hits, ["lora", "inversion"]);
+    assert!(again.lora_losses.is_empty(), "no training the second time");
+    assert_eq!(
+        again.image, first.image,
+        "same result from the cached LoRA and latent"
+    );
+    // Other inversion settings: the LoRA is still valid, the inverted latent is not.
+    config.inversion_strength = 0.7;
+    let (_, hits) = run(&mut m, &mut cache, &config);
+    assert_eq!(hits, ["lora"]);
 }
 
 #[test]

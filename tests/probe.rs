@@ -145,3 +145,16 @@ fn a_refused_buffer_is_reported_as_out_of_memory() {
         "{err}"
     );
 }
+
+/// `--device auto` (the CLI's default for edits): the wgpu adapter when it is real hardware,
+/// else the CPU device, never a software rasteriser such as lavapipe (~30× slower on an edit).
+#[test]
+fn auto_device_is_a_hardware_adapter_or_else_the_cpu_device() {
+    let (_, auto) = gooddrag::device::by_name("auto").expect("auto always finds a device");
+    let (_, wgpu) = gooddrag::device::wgpu().expect("wgpu adapter");
+    if gooddrag::device::is_hardware(&wgpu) {
+        assert_eq!(auto, wgpu);
+    } else {
+        assert_eq!(auto, gooddrag::device::cpu().1, "{wgpu:?} is software");
+    }
+}

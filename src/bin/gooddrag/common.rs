@@ -26,8 +26,9 @@ pub struct ModelArgs {
     /// A diffusers VAE folder to use instead of `<model>/vae` (GoodDrag uses stabilityai/sd-vae-ft-mse).
     #[arg(long)]
     vae: Option<PathBuf>,
-    /// `wgpu` (Vulkan/Metal/DX12; lavapipe without a GPU) or `cpu`.
-    #[arg(long, default_value = "wgpu")]
+    /// `auto` (a hardware GPU through wgpu when there is one, else the CPU device), `wgpu`
+    /// (Vulkan/Metal/DX12; lavapipe without a GPU) or `cpu`.
+    #[arg(long, default_value = "auto")]
     device: String,
     /// Named hyperparameter preset.
     #[arg(long, conflicts_with = "config", value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
