@@ -185,6 +185,38 @@ fn idle_trackings_trigger_the_early_stop() {
     assert_eq!(out.record.drag_timesteps, vec![0]);
 }
 
+/// The idle limit reached at a timestep's last tracking (B = 2 operations, limit 2): the next
+/// timestep is not dragged, and the record and the events say it was an early stop, not a
+/// completed schedule.
+#[test]
+fn idle_limit_at_a_timesteps_last_tracking_is_an_early_stop() {
+    let device = device::cpu().0;
+    let mut m = models(&device);
+    let config = DragConfig {
+        latent_lr: 1e-12,
+        track_per_denoise: 2,
+        max_track_no_change: 2,
+        reach_distance: 0.0,
+        ..no_lora(DragConfig::default())
+    };
+    let (out, events) = edit(
+        &mut m,
+        config,
+        photo(64, 64),
+        None,
+        vec![[20.0, 30.0], [50.0, 30.0]],
+    );
+    assert_eq!(out.record.drag_timesteps, vec![0]);
+    assert_eq!(out.record.losses.len(), 6);
+    assert_eq!(out.record.stop, Some(StopReason::EarlyStop));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Progress::DragStopped {
+            reason: StopReason::EarlyStop
+        }
+    )));
+}
+
 #[test]
 fn empty_mask_means_no_mask_term_and_a_painted_mask_adds_one() {
     let device = device::cpu().0;

@@ -263,7 +263,18 @@ impl DragSession {
                     if self.record.z_drag_end.is_none() {
                         self.record.z_drag_end = Some(self.z.clone());
                         if self.record.stop.is_none() {
-                            self.record.stop = Some(StopReason::Completed);
+                            // A drag timestep left undragged before the last one: the idle
+                            // limit was reached exactly at the previous timestep's last
+                            // tracking (the loop guard, as in the official code).
+                            let reason = if i < self.drag_steps() {
+                                StopReason::EarlyStop
+                            } else {
+                                StopReason::Completed
+                            };
+                            self.record.stop = Some(reason);
+                            if reason != StopReason::Completed {
+                                progress(Progress::DragStopped { reason });
+                            }
                         }
                     }
                     // docs/ALGORITHM.md §1.16: MasaCtrl from the first timestep without dragging on.
