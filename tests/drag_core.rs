@@ -161,24 +161,31 @@ fn reaching_every_target_stops_the_drag_before_any_supervision() {
     );
 }
 
-#[test]
-fn idle_trackings_trigger_the_early_stop() {
+/// An edit whose handles never move (a learning rate too small to change anything, so every
+/// tracking finds the same handles), idle limit 2, with `track_per_denoise` operations per
+/// drag timestep.
+fn idle_edit(track_per_denoise: usize) -> (EditOutput, Vec<Progress>) {
     let device = device::cpu().0;
     let mut m = models(&device);
-    // A learning rate too small to change anything: every tracking finds the same handles.
     let config = DragConfig {
         latent_lr: 1e-12,
+        track_per_denoise,
         max_track_no_change: 2,
         reach_distance: 0.0,
         ..no_lora(DragConfig::default())
     };
-    let (out, _) = edit(
+    edit(
         &mut m,
         config,
         photo(64, 64),
         None,
         vec![[20.0, 30.0], [50.0, 30.0]],
-    );
+    )
+}
+
+#[test]
+fn idle_trackings_trigger_the_early_stop() {
+    let (out, _) = idle_edit(DragConfig::default().track_per_denoise);
     assert_eq!(out.record.stop, Some(StopReason::EarlyStop));
     // Two operations of J = 3 steps, two idle trackings, then the stop at the next forward.
     assert_eq!(out.record.losses.len(), 6);
@@ -190,22 +197,7 @@ fn idle_trackings_trigger_the_early_stop() {
 /// completed schedule.
 #[test]
 fn idle_limit_at_a_timesteps_last_tracking_is_an_early_stop() {
-    let device = device::cpu().0;
-    let mut m = models(&device);
-    let config = DragConfig {
-        latent_lr: 1e-12,
-        track_per_denoise: 2,
-        max_track_no_change: 2,
-        reach_distance: 0.0,
-        ..no_lora(DragConfig::default())
-    };
-    let (out, events) = edit(
-        &mut m,
-        config,
-        photo(64, 64),
-        None,
-        vec![[20.0, 30.0], [50.0, 30.0]],
-    );
+    let (out, events) = idle_edit(2);
     assert_eq!(out.record.drag_timesteps, vec![0]);
     assert_eq!(out.record.losses.len(), 6);
     assert_eq!(out.record.stop, Some(StopReason::EarlyStop));
