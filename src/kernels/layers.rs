@@ -16,7 +16,7 @@ use burn::tensor::module;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 
-use super::conv_gemm;
+use super::{conv_gemm, statistics};
 use crate::perf::profiler;
 
 /// `t` in `dtype` (a no-op when it already is). The widened copy is an ordinary intermediate:
@@ -74,9 +74,12 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     })
 }
 
-/// `norm.forward(x)` (vectors only, no widening), reported to the profiler as `group norm`.
+/// `norm.forward(x)` with statistics exact at any group size ([`statistics`]), reported to the
+/// profiler as `group norm`.
 pub fn group_norm<const D: usize>(norm: &GroupNorm, x: Tensor<D>) -> Tensor<D> {
-    profiler::op("group norm", &x.device(), || norm.forward(x))
+    profiler::op("group norm", &x.device(), || {
+        statistics::group_norm(norm, x)
+    })
 }
 
 /// `norm.forward(x)`, reported to the profiler as `layer norm`.

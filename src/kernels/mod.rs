@@ -4,10 +4,12 @@
 //!   are decided in one place;
 //! - [`conv_gemm`]: stride-1 convolutions as im2col + matrix multiplication in row bands;
 //! - [`row_bands`]: an activation held as bands of rows, with exact halo convolutions and
-//!   GroupNorm statistics over all bands (the VAE decoder under the binding limit).
+//!   GroupNorm statistics over all bands (the VAE decoder under the binding limit);
+//! - [`statistics`]: GroupNorm mean/variance as trees of short sums, exact at any group size.
 //!
 //! Nothing here imports `models`; the models' banded forwards live in their own files.
 
 pub mod conv_gemm;
 pub mod layers;
 pub mod row_bands;
+pub mod statistics;

@@ -20,8 +20,8 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::ops::ConvOptions;
 
-use super::conv_gemm;
 use super::layers::widen;
+use super::{conv_gemm, statistics};
 
 /// An activation `[b, c, h, w]` held as bands of rows, top to bottom.
 #[derive(Debug, Clone)]
@@ -173,49 +173,19 @@ impl Bands {
         }
     }
 
-    /// GroupNorm with statistics over every band: mean first, then the centred variance (as
-    /// PyTorch's population variance), then each band normalised with the shared statistics.
+    /// GroupNorm with statistics over every band ([`statistics::moments`], as exact as on the
+    /// whole tensor), then each band normalised with the shared statistics.
     pub fn group_norm(&self, norm: &GroupNorm) -> Self {
         let g = norm.num_groups;
         let grouped = |x: &Tensor<4>| {
             let [b, c, h, w] = x.dims();
             x.clone().reshape([b, g, (c / g) * h * w])
         };
-        let count: usize = self
-            .0
-            .iter()
-            .map(|x| {
-                let [_, c, h, w] = x.dims();
-                (c / g) * h * w
-            })
-            .sum();
-        let sum = self
-            .0
-            .iter()
-            .map(|x| grouped(x).sum_dim(2))
-            .reduce(|a, b| a + b)
-            .expect("at least one band");
-        let mean = sum / count as f64; // [b, g, 1]
-        let sq = self
-            .0
-            .iter()
-            .map(|x| (grouped(x) - mean.clone()).powi_scalar(2).sum_dim(2))
-            .reduce(|a, b| a + b)
-            .expect("at least one band");
-        let inv_std = (sq / count as f64 + norm.epsilon).sqrt().recip();
-        let gamma = norm.gamma.as_ref().map(|p| p.val());
-        let beta = norm.beta.as_ref().map(|p| p.val());
+        let pieces: Vec<Tensor<3>> = self.0.iter().map(grouped).collect();
+        let (mean, var) = statistics::moments(&pieces);
         self.clone().map(|x| {
-            let [b, c, h, w] = x.dims();
-            let y = ((grouped(&x) - mean.clone()) * inv_std.clone()).reshape([b, c, h, w]);
-            let y = match &gamma {
-                Some(gm) => y * gm.clone().reshape([1, c, 1, 1]),
-                None => y,
-            };
-            match &beta {
-                Some(bt) => y + bt.clone().reshape([1, c, 1, 1]),
-                None => y,
-            }
+            let shape = x.dims();
+            statistics::group_normalise(norm, grouped(&x), mean.clone(), var.clone()).reshape(shape)
         })
     }
 
