@@ -57,11 +57,13 @@ pub fn training(device: &burn::tensor::Device) -> burn::tensor::Device {
     device.clone().autodiff().gradient_checkpointing()
 }
 
-/// The pure-Rust CPU device (reference results in tests).
+/// The pure-Rust CPU device (reference results in tests): burn-flex with SIMD kernels on
+/// rayon's pool, one thread per core unless `RAYON_NUM_THREADS` says otherwise; the name says
+/// how many threads it has.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn cpu() -> (Device, AdapterReport) {
     let report = AdapterReport {
-        name: "burn-flex (CPU)".into(),
+        name: format!("burn-flex (CPU, {} threads)", rayon::current_num_threads()),
         backend: "Cpu".into(),
         device_type: "Cpu".into(),
         shader_f16: true,

@@ -271,3 +271,37 @@ fn fp16_storage_is_exact_on_wgpu() {
     let (device, _) = device::wgpu().expect("wgpu device (lavapipe without a GPU)");
     fp16_storage_is_exact(&device);
 }
+
+/// The CPU device runs on every core (burn-flex with rayon): the same forward on one thread and
+/// on a pool of four gives identical bits (matrix products split the output, never the sum).
+#[test]
+fn unet_on_cpu_is_identical_on_one_thread_and_on_four() {
+    let device = device::cpu().0;
+    let unet = load_unet(&device, false);
+    let exp = expected("unet");
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool");
+        pool.install(|| {
+            let out = unet.forward(
+                exp["sample"].tensor::<4>(&device),
+                &exp["timestep"].f32,
+                exp["encoder_hidden_states"].tensor::<3>(&device),
+                &[2],
+            );
+            let features = out.up_block(2).unwrap().clone();
+            let read = |t: burn::tensor::Tensor<4>| -> Vec<f32> {
+                pollster::block_on(gooddrag::tensor_io::read_f32(t)).expect("readback")
+            };
+            (read(out.noise_pred), read(features))
+        })
+    };
+    let (one, four) = (run(1), run(4));
+    assert!(!one.0.is_empty() && !one.1.is_empty());
+    assert_eq!(
+        one, four,
+        "noise prediction and features differ between 1 and 4 threads"
+    );
+}
