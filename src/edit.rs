@@ -18,6 +18,7 @@ use crate::lora::{self, LoraSet, train_lora};
 use crate::model_set::Models;
 use crate::pipeline::{decode, encode, image_to_tensor, invert, tensor_to_rgb8};
 use crate::progress::{Cancel, Progress};
+use crate::rng;
 use crate::schedulers::DdimScheduler;
 
 /// Which LoRA the edit uses.
@@ -93,18 +94,11 @@ pub struct EditCache {
     pub last_hits: Vec<&'static str>,
 }
 
-/// FNV-1a over byte slices.
+/// FNV-1a over byte slices, each followed by a 0xff separator.
 fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for &b in *part {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    parts.iter().fold(rng::FNV1A64_OFFSET, |h, part| {
+        rng::fnv1a64(rng::fnv1a64(h, part), &[0xff])
+    })
 }
 
 impl EditCache {

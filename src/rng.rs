@@ -17,6 +17,26 @@ pub fn deterministic_values(n: usize, seed: f64, scale: f64) -> Vec<f32> {
         .collect()
 }
 
+/// SplitMix64's increment (2⁶⁴/φ).
+pub const SPLITMIX_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's output function: a bijective mix of one 64-bit state.
+pub fn splitmix64_mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// FNV-1a (64-bit) offset basis: the hash of no bytes.
+pub const FNV1A64_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a (64-bit) of `bytes`, continuing from the hash `h` ([`FNV1A64_OFFSET`] to start).
+pub fn fnv1a64(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// Deterministic pseudo-random numbers from a `u64` seed.
 #[derive(Debug, Clone)]
 pub struct Rng {
@@ -29,11 +49,8 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         let mut x = seed;
         let mut next = || {
-            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
+            x = x.wrapping_add(SPLITMIX_GAMMA);
+            splitmix64_mix(x)
         };
         Self {
             s: [next(), next(), next(), next()],

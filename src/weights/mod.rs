@@ -10,6 +10,7 @@
 //! Format reference: huggingface/safetensors (`docs/source/index.mdx`, `safetensors/src/tensor.rs`).
 
 pub mod convert;
+pub mod deterministic;
 pub mod load;
 pub mod plan;
 pub mod reader;

@@ -34,12 +34,19 @@ pub struct Expected {
 
 /// Reads tests/fixtures/tiny-sd/expected/{name}.safetensors.
 pub fn expected(name: &str) -> HashMap<String, Expected> {
-    let path = fixture_dir()
-        .join("expected")
-        .join(format!("{name}.safetensors"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    expected_file(
+        &fixture_dir()
+            .join("expected")
+            .join(format!("{name}.safetensors")),
+    )
+}
+
+/// Reads an expected-outputs safetensors file (f32 and i64 tensors) by tensor name.
+pub fn expected_file(path: &std::path::Path) -> HashMap<String, Expected> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let header =
-        Header::parse_named(name, &bytes, Some(bytes.len() as u64)).expect("expected file parses");
+        Header::parse_named(&name, &bytes, Some(bytes.len() as u64)).expect("expected file parses");
     let mut out = HashMap::new();
     for info in header.tensors() {
         let data = tensor_bytes(&header, info, 0, &bytes).expect("tensor bytes");
