@@ -163,3 +163,80 @@ fn broken_tokenizer_files_name_the_file() {
         .to_string();
     assert!(err.contains("`vocab.json`"), "{err}");
 }
+
+/// CLIP's byte symbols in the order of its vocabulary (openai/CLIP `bytes_to_unicode().values()`:
+/// the printable Latin-1 bytes as themselves, then the other bytes mapped from U+0100 on).
+fn clip_byte_symbols() -> Vec<char> {
+    let printable = |b: u32| {
+        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
+    };
+    let mut symbols: Vec<char> = (0..256)
+        .filter(|&b| printable(b))
+        .filter_map(char::from_u32)
+        .collect();
+    let mut next = 256;
+    for b in 0..256u32 {
+        if !printable(b) {
+            symbols.push(char::from_u32(next).expect("a char"));
+            next += 1;
+        }
+    }
+    symbols
+}
+
+/// SD 1.5's `vocab.json`, rebuilt from its `merges.txt` as openai/CLIP builds the vocabulary
+/// (byte symbols, the same with `</w>`, one token per merge in rank order, the two specials).
+fn real_clip_vocab_json(merges_txt: &str) -> String {
+    let symbols = clip_byte_symbols();
+    let mut tokens: Vec<String> = symbols.iter().map(|c| c.to_string()).collect();
+    tokens.extend(symbols.iter().map(|c| format!("{c}</w>")));
+    tokens.extend(
+        merges_txt
+            .lines()
+            .skip(1)
+            .map(|m| m.split(' ').collect::<String>()),
+    );
+    tokens.extend(["<|startoftext|>".to_string(), "<|endoftext|>".to_string()]);
+    let vocab: serde_json::Map<String, Value> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t, Value::from(i)))
+        .collect();
+    serde_json::to_string(&vocab).unwrap()
+}
+
+#[test]
+fn real_clip_vocabulary_matches_transformers() {
+    // tests/fixtures/clip-vocab/: SD 1.5's merges.txt built from the BPE file inside the
+    // open-clip-torch wheel, and transformers' ids (make_fixture.py there says how).
+    let merges = read("clip-vocab/merges.txt");
+    let expected = json("clip-vocab/expected.json");
+    let t = ClipTokenizer::from_files_content(&real_clip_vocab_json(&merges), &merges).unwrap();
+    assert_eq!(t.vocab_size(), 49_408);
+    assert_eq!(
+        t.vocab_size() as u64,
+        expected["vocab_size"].as_u64().unwrap()
+    );
+    assert_eq!(
+        (t.bos_id(), t.eos_id(), t.pad_id()),
+        (49_406, 49_407, 49_407)
+    );
+    // Ids every SD 1.5 user has seen: "a photo of a cat".
+    assert_eq!(
+        t.encode("a photo of a cat"),
+        [49_406, 320, 1125, 539, 320, 2368, 49_407]
+    );
+    let cases = expected["cases"].as_array().unwrap();
+    assert!(cases.len() >= 15, "the fixture lost its cases");
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(
+            t.encode(text),
+            ids(&case["ids_unpadded"]),
+            "unpadded: {text:?}"
+        );
+        let padded = t.encode_padded(text, MAX_LENGTH);
+        assert_eq!(padded, ids(&case["ids"]), "padded: {text:?}");
+        assert_eq!(padded.len(), MAX_LENGTH);
+    }
+}
