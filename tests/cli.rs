@@ -227,6 +227,102 @@ fn bench_runs_every_sample_and_reports_the_broken_one() {
     );
 }
 
+/// `bench --shard K/N` on each of two "machines" + `merge` = one unsharded run: the same rows in
+/// the same order, the same summary and the same output images (timings aside); an incomplete
+/// set of shards is refused, naming the missing one.
+#[test]
+fn sharded_bench_and_merge_equal_the_unsharded_run() {
+    let dir = scratch("shard");
+    let data = dir.join("data");
+    sample_dir(
+        &data,
+        "a",
+        &photo(64, 64),
+        r#"{"points": [[18, 32], [40, 32]]}"#,
+    );
+    sample_dir(
+        &data,
+        "b_broken",
+        &photo(64, 64),
+        r#"{"points": [[18, 32], [400, 32]]}"#,
+    );
+    sample_dir(
+        &data,
+        "c",
+        &photo(64, 64),
+        r#"{"points": [[30, 20], [30, 44]]}"#,
+    );
+    let config = fast_config(&dir);
+    let bench = |out: &Path, shard: Option<&str>| {
+        let mut cmd = bin();
+        cmd.args(["bench", "--device", "cpu", "--model"])
+            .arg(fixture_dir())
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(out)
+            .arg("--config")
+            .arg(&config);
+        if let Some(shard) = shard {
+            cmd.args(["--shard", shard]);
+        }
+        let (ok, _, stderr) = run(&mut cmd);
+        assert!(ok, "bench {shard:?}: {stderr}");
+    };
+    let (single, sharded) = (dir.join("single"), dir.join("sharded"));
+    bench(&single, None);
+    bench(&sharded, Some("1/2"));
+    let merge = |dirs: &[PathBuf]| run(bin().args(["merge", "--out"]).arg(&sharded).args(dirs));
+    let (ok, _, stderr) = merge(&[sharded.join("shards/1-of-2")]);
+    assert!(
+        !ok && stderr.contains("0/2"),
+        "an incomplete split is refused: {stderr}"
+    );
+    bench(&sharded, Some("0/2"));
+    let (ok, _, stderr) = merge(std::slice::from_ref(&sharded));
+    assert!(ok, "merge: {stderr}");
+
+    let rows = |out: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(out.join("report.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut row: serde_json::Value = serde_json::from_str(l).unwrap();
+                row.as_object_mut().unwrap().remove("timings");
+                row
+            })
+            .collect()
+    };
+    let expected = rows(&single);
+    assert_eq!(expected.len(), 3);
+    let order: Vec<&str> = expected
+        .iter()
+        .map(|r| r["sample"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["a", "b_broken", "c"]);
+    assert_eq!(rows(&sharded), expected, "merged rows");
+    let summary = |out: &Path| {
+        let mut s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
+        s.as_object_mut().unwrap().remove("mean_phase_ms");
+        s
+    };
+    assert_eq!(summary(&sharded), summary(&single), "summary.json");
+    assert_eq!(summary(&single)["edited"], 2);
+    let markdown = |out: &Path| {
+        let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+        let (before, after) = md.split_once("| phase | mean time (s) |").unwrap();
+        let after = after.split_once("\n\n").map_or("", |(_, rest)| rest);
+        format!("{before}{after}")
+    };
+    assert_eq!(markdown(&sharded), markdown(&single), "summary.md");
+    for sample in ["a", "c"] {
+        let image = |out: &Path| std::fs::read(out.join(sample).join("output_image.png")).unwrap();
+        assert_eq!(image(&sharded), image(&single), "{sample}/output_image.png");
+    }
+}
+
 #[test]
 fn dai_matches_hand_computed_values() {
     let dir = scratch("dai");

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Tensor;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::drag::PointsFile;
 use crate::edit::EditOutput;
@@ -201,7 +201,7 @@ pub fn load_sample(name: &str, dir: &Path) -> Result<Sample> {
 }
 
 /// Per-phase times etc. written as `timings.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Timings {
     /// Milliseconds per phase.
     pub phases_ms: BTreeMap<String, f64>,
@@ -305,7 +305,7 @@ pub async fn dump_bytes(out: &EditOutput) -> Result<Vec<u8>> {
 }
 
 /// DAI of one image at every γ, both variants (`None` where the official one is undefined).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DaiScores {
     /// γ → paper's Eq. 8.
     pub paper: BTreeMap<usize, f64>,

@@ -5,3 +5,4 @@ pub mod dai;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod dataset;
 pub mod pickle;
+pub mod shard;

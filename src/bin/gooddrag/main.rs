@@ -1,5 +1,5 @@
 //! `gooddrag` — the native command line. Argument parsing and printing only; the work is in the
-//! library. One module per subcommand (`edit`, `bench`, `dai`, `probe`, and `synthetic` for the
+//! library. One module per subcommand (`edit`, `bench` with `merge`, `dai`, `probe`, and `synthetic` for the
 //! synthetic benchmarks) over `common` (model flags, files, output). Background:
 //! docs/ARCHITECTURE.md.
 
@@ -32,6 +32,9 @@ enum Command {
     /// Edit every sample folder under --data (GoodDrag/Drag100 or DragBench layout) and report
     /// per-sample results, DAI and timings; one bad sample never stops the run.
     Bench(bench::BenchArgs),
+    /// Join the reports of `bench --shard K/N` runs (every K of one N) into the report.jsonl,
+    /// summary.json and summary.md an unsharded run writes.
+    Merge(bench::MergeArgs),
     /// DAI (paper Eq. 8 and compute_DAI.py) of a results folder against a dataset.
     Dai(dai::DaiArgs),
     /// Run the device probe (GroupNorm → SiLU → Conv2d → attention, forward + backward) and
@@ -68,6 +71,7 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
     match cli.command {
         Command::Edit(args) => edit::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Merge(args) => bench::merge(args),
         Command::Dai(args) => dai::run(args),
         Command::Probe(args) => probe::run(args),
         Command::BenchSynthetic(args) => synthetic::bench_synthetic(args),
