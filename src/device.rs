@@ -107,15 +107,31 @@ pub fn auto() -> (Device, AdapterReport) {
     }
 }
 
-/// A device chosen by name on the command line or in tests: `auto`, `cpu` or `wgpu`.
+/// A device chosen by name on the command line or in tests: `auto`, `cpu`, `wgpu` (the
+/// preferred adapter) or `wgpu:N` (the N-th discrete GPU, from 0: one process per GPU on a
+/// multi-GPU machine).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn by_name(name: &str) -> crate::Result<(Device, AdapterReport)> {
     match name {
         "auto" => Ok(auto()),
         "cpu" => Ok(cpu()),
         "wgpu" => wgpu(),
-        other => Err(crate::Error::InvalidInput(format!(
-            "unknown device `{other}`: use `auto`, `cpu` or `wgpu`"
-        ))),
+        other => match other.strip_prefix("wgpu:").map(str::parse::<usize>) {
+            Some(Ok(index)) => discrete_gpu(index),
+            _ => Err(crate::Error::InvalidInput(format!(
+                "unknown device `{other}`: use `auto`, `cpu`, `wgpu` or `wgpu:N` (the N-th \
+                 discrete GPU, from 0)"
+            ))),
+        },
     }
+}
+
+/// The `index`-th discrete GPU through wgpu (not cached: a process uses one device).
+#[cfg(not(target_arch = "wasm32"))]
+fn discrete_gpu(index: usize) -> crate::Result<(Device, AdapterReport)> {
+    Device::wgpu_options()
+        .device_kind(burn::tensor::DeviceKind::DiscreteGpu(index))
+        .init_with_setup()
+        .map(|(device, setup)| (device, AdapterReport::from_setup(&setup)))
+        .map_err(|e| crate::Error::DeviceInit(format!("discrete GPU {index}: {e}")))
 }

@@ -158,3 +158,21 @@ fn auto_device_is_a_hardware_adapter_or_else_the_cpu_device() {
         assert_eq!(auto, gooddrag::device::cpu().1, "{wgpu:?} is software");
     }
 }
+
+/// `wgpu:N` picks the N-th discrete GPU (one process per GPU on a multi-GPU machine): a discrete
+/// GPU when there is one, else a clear error naming the index; a malformed name is refused.
+#[test]
+fn indexed_discrete_gpu_is_found_or_named_in_the_error() {
+    let (_, wgpu) = gooddrag::device::wgpu().expect("wgpu adapter");
+    match gooddrag::device::by_name("wgpu:0") {
+        Ok((_, report)) => assert_eq!(report.device_type, "DiscreteGpu"),
+        Err(e) => {
+            assert_ne!(wgpu.device_type, "DiscreteGpu", "{e}");
+            assert!(e.to_string().contains("discrete GPU 0"), "{e}");
+        }
+    }
+    let e = gooddrag::device::by_name("wgpu:first")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("wgpu:N"), "{e}");
+}

@@ -27,7 +27,8 @@ pub struct ModelArgs {
     #[arg(long)]
     vae: Option<PathBuf>,
     /// `auto` (a hardware GPU through wgpu when there is one, else the CPU device), `wgpu`
-    /// (Vulkan/Metal/DX12; lavapipe without a GPU) or `cpu`.
+    /// (Vulkan/Metal/DX12; lavapipe without a GPU), `wgpu:N` (the N-th discrete GPU, from 0) or
+    /// `cpu` (every core; `RAYON_NUM_THREADS` limits it).
     #[arg(long, default_value = "auto")]
     device: String,
     /// Named hyperparameter preset.
