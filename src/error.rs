@@ -1,6 +1,7 @@
 //! The one error type at the edges of the core (device set-up, readback, input validation).
 //! Every message is written for the person who has to act on it; in the browser it crosses the
-//! wasm boundary as a `JsError` carrying exactly this text.
+//! wasm boundary as a JS `Error` carrying exactly this text and, as `code`, [`Error::kind`], so
+//! the page decides by the kind, never by matching the text (docs/ARCHITECTURE.md §10).
 
 /// Errors the core reports instead of panicking.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +171,33 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The kind of error as a stable kebab-case code (`out-of-memory`, `device-lost`,
+    /// `cancelled`, `invalid-input`, …): what the page and embedders branch on.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NoWebGpu => "no-webgpu",
+            Error::InsecureContext => "insecure-context",
+            Error::NoAdapter => "no-adapter",
+            Error::DeviceInit(_) => "device-init",
+            Error::InitInProgress => "init-in-progress",
+            Error::NotInitialised => "not-initialised",
+            Error::Readback(_) => "readback",
+            Error::OutOfMemory(_) => "out-of-memory",
+            Error::DeviceLost(_) => "device-lost",
+            Error::InvalidInput(_) => "invalid-input",
+            Error::Cancelled => "cancelled",
+            Error::Lora { .. } => "lora",
+            Error::Safetensors { .. }
+            | Error::MissingTensor { .. }
+            | Error::WeightsChunk { .. }
+            | Error::TensorData { .. }
+            | Error::WeightShape { .. }
+            | Error::UnexpectedTensor { .. }
+            | Error::MissingTensors { .. } => "weights",
+            Error::Tokenizer { .. } => "tokenizer",
+        }
+    }
+
     /// Classifies a failure reported by the device runtime while work ran or was read back:
     /// a refused allocation becomes [`Error::OutOfMemory`] (with the buffer size when the
     /// runtime names it), a lost device [`Error::DeviceLost`], anything else

@@ -44,11 +44,11 @@ export class EngineClient {
     if (!call) return;
     this.pending.delete(msg.id);
     if (msg.ok) call.resolve(msg.result);
-    else call.reject(Object.assign(new Error(msg.error), { kind: msg.kind }));
+    else call.reject(Object.assign(new Error(msg.error), { kind: msg.kind, code: msg.code }));
   }
 
   #failAll(message) {
-    for (const { reject } of this.pending.values()) reject(Object.assign(new Error(message), { kind: 'crashed' }));
+    for (const { reject } of this.pending.values()) reject(Object.assign(new Error(message), { kind: 'crashed', code: 'crashed' }));
     this.pending.clear();
     for (const l of this.listeners) l({ event: 'crashed', message });
   }

@@ -156,7 +156,7 @@ export class GoodDragElement extends HTMLElement {
   }
 
   #fail(e) {
-    this.#emit('error', { message: e.message, kind: e.kind ?? 'error' });
+    this.#emit('error', { message: e.message, kind: e.kind ?? 'error', code: e.code ?? null });
     return e;
   }
 }

@@ -64,22 +64,25 @@ self.addEventListener('message', (e) => {
 
 async function handle(id, method, params) {
   await ready;
-  if (crashed) return self.postMessage({ id, ok: false, kind: 'crashed', error: crashed });
+  if (crashed) return self.postMessage({ id, ok: false, kind: 'crashed', code: 'crashed', error: crashed });
   const fn = methods[method];
-  if (!fn) return self.postMessage({ id, ok: false, kind: 'invalid', error: `unknown engine method: ${method}` });
+  if (!fn) return self.postMessage({ id, ok: false, kind: 'invalid', code: 'invalid-input', error: `unknown engine method: ${method}` });
   try {
     const result = await fn(params ?? {});
     const transfer = result?.rgb?.buffer ? [result.rgb.buffer] : [];
     self.postMessage({ id, ok: true, result }, transfer);
   } catch (err) {
+    // Errors from the engine carry `code`, the Rust error's kind (src/error.rs `Error::kind`):
+    // decisions are made on it, never on the message text. A trap (a Rust panic) has no code.
+    const code = err instanceof WebAssembly.RuntimeError ? 'trap' : err?.code ?? (err?.name === 'AbortError' ? 'cancelled' : 'js');
     // A lost GPU device cannot be used again: treat it like a crash so the page offers a restart.
-    const trapped = err instanceof WebAssembly.RuntimeError || /^The GPU device was lost/.test(err?.message ?? '');
+    const trapped = code === 'trap' || code === 'device-lost';
     if (trapped) {
-      crashed = err instanceof WebAssembly.RuntimeError
+      crashed = code === 'trap'
         ? `The engine crashed (${err.message}). Reload the page to start it again.`
         : err.message;
     }
-    const kind = trapped ? 'crashed' : err?.name === 'AbortError' || /^cancelled$/.test(err?.message) ? 'cancelled' : 'engine';
-    self.postMessage({ id, ok: false, kind, error: trapped ? crashed : String(err?.message ?? err) });
+    const kind = trapped ? 'crashed' : code === 'cancelled' ? 'cancelled' : 'engine';
+    self.postMessage({ id, ok: false, kind, code, error: trapped ? crashed : String(err?.message ?? err) });
   }
 }

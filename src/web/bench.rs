@@ -58,7 +58,7 @@ fn default_warm_up() -> bool {
 pub async fn bench_synthetic(
     request: JsValue,
     on_progress: js_sys::Function,
-) -> Result<JsValue, JsError> {
+) -> Result<JsValue, JsValue> {
     let request: BenchRequest = serde_wasm_bindgen::from_value(request)
         .map_err(|e| js_error(Error::InvalidInput(format!("bench request: {e}"))))?;
     let model = match (

@@ -74,7 +74,7 @@ thread_local! {
     static CANCEL: Cancel = Cancel::new();
 }
 
-fn invalid(msg: impl Into<String>) -> JsError {
+fn invalid(msg: impl Into<String>) -> JsValue {
     js_error(Error::InvalidInput(msg.into()))
 }
 
@@ -88,7 +88,7 @@ fn field(obj: &JsValue, name: &str) -> Option<String> {
 /// vocab, merges, tokenizerConfig?, specialTokensMap?, schedulerConfig? }` (file contents as
 /// strings). Replaces any loaded model.
 #[wasm_bindgen(js_name = beginModel)]
-pub fn begin_model(files: JsValue) -> Result<(), JsError> {
+pub fn begin_model(files: JsValue) -> Result<(), JsValue> {
     let need = |name: &str| {
         field(&files, name).ok_or_else(|| invalid(format!("model file `{name}` is missing")))
     };
@@ -131,11 +131,11 @@ pub fn begin_model(files: JsValue) -> Result<(), JsError> {
 /// Length of the safetensors header JSON + 8 from a file's first 8 bytes: fetch that many
 /// bytes to call [`plan_weights`].
 #[wasm_bindgen(js_name = weightsHeaderLength)]
-pub fn weights_header_length(first8: &[u8]) -> Result<f64, JsError> {
+pub fn weights_header_length(first8: &[u8]) -> Result<f64, JsValue> {
     Ok((Header::json_len(first8).map_err(js_error)? + 8) as f64)
 }
 
-fn with_loading<T>(f: impl FnOnce(&mut Loading) -> Result<T, JsError>) -> Result<T, JsError> {
+fn with_loading<T>(f: impl FnOnce(&mut Loading) -> Result<T, JsValue>) -> Result<T, JsValue> {
     MODEL.with_borrow_mut(|state| match state {
         ModelState::Loading(l) => f(l),
         ModelState::Busy => Err(invalid("the engine is busy with an edit")),
@@ -143,7 +143,7 @@ fn with_loading<T>(f: impl FnOnce(&mut Loading) -> Result<T, JsError>) -> Result
     })
 }
 
-fn component(part: &str) -> Result<Component, JsError> {
+fn component(part: &str) -> Result<Component, JsValue> {
     match part {
         "unet" => Ok(Component::Unet),
         "vae" => Ok(Component::Vae),
@@ -160,7 +160,7 @@ fn plan<M: Module>(
     file: &str,
     header_bytes: &[u8],
     file_len: u64,
-) -> Result<JsValue, JsError> {
+) -> Result<JsValue, JsValue> {
     let header = Header::parse_named(file, header_bytes, Some(file_len)).map_err(js_error)?;
     // Every tensor lives in one GPU buffer as f32 (the CLIP token table is split in ≤ 64 MiB
     // blocks): refuse a model this adapter cannot hold before downloading it.
@@ -208,7 +208,7 @@ pub fn plan_weights(
     file: &str,
     header: &[u8],
     file_length: f64,
-) -> Result<JsValue, JsError> {
+) -> Result<JsValue, JsValue> {
     let comp = component(part)?;
     let len = file_length as u64;
     with_loading(|l| match comp {
@@ -218,7 +218,7 @@ pub fn plan_weights(
     })
 }
 
-fn load<M: Module>(p: &mut Part<M>, index: usize, bytes: &[u8]) -> Result<(), JsError> {
+fn load<M: Module>(p: &mut Part<M>, index: usize, bytes: &[u8]) -> Result<(), JsValue> {
     let header = p
         .header
         .as_ref()
@@ -240,7 +240,7 @@ fn load<M: Module>(p: &mut Part<M>, index: usize, bytes: &[u8]) -> Result<(), Js
 
 /// Uploads one planned chunk (its bytes exactly) to the GPU.
 #[wasm_bindgen(js_name = loadWeightsChunk)]
-pub fn load_weights_chunk(part: &str, index: usize, bytes: &[u8]) -> Result<(), JsError> {
+pub fn load_weights_chunk(part: &str, index: usize, bytes: &[u8]) -> Result<(), JsValue> {
     let comp = component(part)?;
     with_loading(|l| match comp {
         Component::Unet => load(&mut l.unet, index, bytes),
@@ -249,7 +249,7 @@ pub fn load_weights_chunk(part: &str, index: usize, bytes: &[u8]) -> Result<(), 
     })
 }
 
-fn finish<M: Module>(p: &mut Part<M>, name: &str) -> Result<M, JsError> {
+fn finish<M: Module>(p: &mut Part<M>, name: &str) -> Result<M, JsValue> {
     if let Some(missing) = p.loaded.iter().position(|l| !l) {
         return Err(invalid(format!("{name}: chunk {missing} was never loaded")));
     }
@@ -262,7 +262,7 @@ fn finish<M: Module>(p: &mut Part<M>, name: &str) -> Result<M, JsError> {
 
 /// Completes the model; edits can run afterwards.
 #[wasm_bindgen(js_name = finishModel)]
-pub fn finish_model() -> Result<(), JsError> {
+pub fn finish_model() -> Result<(), JsValue> {
     let models = with_loading(|l| {
         Ok(Models {
             unet: finish(&mut l.unet, "unet")?,
@@ -280,7 +280,7 @@ pub fn finish_model() -> Result<(), JsError> {
 
 /// `{ state: "none" | "loading" | "ready" | "busy", parameters? }`.
 #[wasm_bindgen(js_name = modelInfo)]
-pub fn model_info() -> Result<JsValue, JsError> {
+pub fn model_info() -> Result<JsValue, JsValue> {
     MODEL.with_borrow(|s| {
         let v = match s {
             ModelState::None => serde_json::json!({ "state": "none" }),
@@ -296,7 +296,7 @@ pub fn model_info() -> Result<JsValue, JsError> {
 
 /// Drops the model (frees GPU memory) and the edit cache.
 #[wasm_bindgen(js_name = unloadModel)]
-pub fn unload_model() -> Result<(), JsError> {
+pub fn unload_model() -> Result<(), JsValue> {
     MODEL.with_borrow_mut(|s| match s {
         ModelState::Busy => Err(invalid("the engine is busy with an edit")),
         _ => {
@@ -338,7 +338,7 @@ fn number_field(obj: &JsValue, name: &str) -> Option<f64> {
 /// progress event. Resolves to `{ width, height, rgb, finalHandles, newPoints, timings, stop,
 /// supervisionSteps, cacheHits, lora?: Uint8Array }`.
 #[wasm_bindgen]
-pub async fn edit(request: JsValue, on_progress: js_sys::Function) -> Result<JsValue, JsError> {
+pub async fn edit(request: JsValue, on_progress: js_sys::Function) -> Result<JsValue, JsValue> {
     let width = number_field(&request, "width")
         .ok_or_else(|| invalid("request.width is missing"))? as usize;
     let height = number_field(&request, "height")
@@ -451,12 +451,12 @@ fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
 
 /// Names of the hyperparameter presets.
 #[wasm_bindgen]
-pub fn presets() -> Result<JsValue, JsError> {
+pub fn presets() -> Result<JsValue, JsValue> {
     to_js(&crate::drag::PRESETS)
 }
 
 /// The full DragConfig of a preset (every field, for the advanced panel).
 #[wasm_bindgen(js_name = presetConfig)]
-pub fn preset_config(name: &str) -> Result<JsValue, JsError> {
+pub fn preset_config(name: &str) -> Result<JsValue, JsValue> {
     to_js(&DragConfig::preset(name).map_err(js_error)?)
 }

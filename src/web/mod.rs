@@ -1,6 +1,7 @@
 //! The wasm-bindgen boundary (thin): the JS API the Web Worker calls. Everything here converts
-//! between JS values and the core; errors become `JsError`s with the core's message, and no
-//! panic is allowed to cross (the panic hook only makes a bug visible in the console).
+//! between JS values and the core; errors become JS `Error`s with the core's message and its
+//! kind as `code` ([`Error::kind`]: the worker branches on it, never on the text), and no panic is
+//! allowed to cross (the panic hook only makes a bug visible in the console).
 //!
 //! burn's WebGPU runtime can be initialised once per page, so the device lives in a
 //! thread-local (a worker is single-threaded) and `init()` is idempotent.
@@ -32,14 +33,28 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
-fn js_error(e: Error) -> JsError {
-    JsError::new(&e.to_string())
+/// A JS `Error` with `message` and `code` (a kebab-case error kind).
+fn coded_error(message: &str, code: &str) -> JsValue {
+    let error = js_sys::Error::new(message);
+    // Setting a property on a fresh Error object cannot fail.
+    let _ = js_sys::Reflect::set(&error, &"code".into(), &code.into());
+    error.into()
 }
 
-fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsError> {
+/// The core's error as a JS `Error` whose `code` is [`Error::kind`].
+fn js_error(e: Error) -> JsValue {
+    coded_error(&e.to_string(), e.kind())
+}
+
+fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
     value
         .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
-        .map_err(|e| JsError::new(&format!("could not convert the result for JavaScript: {e}")))
+        .map_err(|e| {
+            coded_error(
+                &format!("could not convert the result for JavaScript: {e}"),
+                "internal",
+            )
+        })
 }
 
 /// Asks the browser for a WebGPU adapter before burn does, so a missing API or a refused
@@ -81,7 +96,7 @@ async fn check_webgpu() -> Result<(), Error> {
 /// resolves to the adapter report: `{ name, backend, deviceType, shaderF16, maxBufferSize,
 /// maxStorageBufferBindingSize }`.
 #[wasm_bindgen]
-pub async fn init() -> Result<JsValue, JsError> {
+pub async fn init() -> Result<JsValue, JsValue> {
     let state = ENGINE.with_borrow(|engine| match engine {
         Engine::Empty => None,
         Engine::Initialising => Some(Err(Error::InitInProgress)),
@@ -112,7 +127,7 @@ pub async fn init() -> Result<JsValue, JsError> {
     }
 }
 
-fn report() -> Result<AdapterReport, JsError> {
+fn report() -> Result<AdapterReport, JsValue> {
     ENGINE.with_borrow(|engine| match engine {
         Engine::Ready(_, report) => Ok(report.clone()),
         Engine::Initialising => Err(js_error(Error::InitInProgress)),
@@ -120,7 +135,7 @@ fn report() -> Result<AdapterReport, JsError> {
     })
 }
 
-fn device() -> Result<Device, JsError> {
+fn device() -> Result<Device, JsValue> {
     ENGINE.with_borrow(|engine| match engine {
         Engine::Ready(device, _) => Ok(device.clone()),
         Engine::Initialising => Err(js_error(Error::InitInProgress)),
@@ -131,7 +146,7 @@ fn device() -> Result<Device, JsError> {
 /// Runs the device probe (GroupNorm → SiLU → Conv2d → attention, forward and backward to the
 /// input) on the WebGPU device and resolves to `{ config, output, loss, inputGrad }`.
 #[wasm_bindgen(js_name = runProbe)]
-pub async fn run_probe() -> Result<JsValue, JsError> {
+pub async fn run_probe() -> Result<JsValue, JsValue> {
     let device = device()?;
     let result = probe::run(&device, probe::ProbeConfig::default())
         .await

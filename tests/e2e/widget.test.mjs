@@ -105,6 +105,22 @@ test('two widgets share one engine, keep their styles to themselves, fire docume
   assert.ok(api.seen > 0);
   assert.deepEqual(requests.slice(mark).filter((u) => u.includes('/models/')), [], 'the second user of the model loads nothing');
 
+  // An error from the engine crosses the wasm boundary structured: the Rust error's kind as
+  // `code` (the worker never matches message text), the page-level `kind` beside it.
+  const refused = await page.evaluate(async ({ model, FAST }) => {
+    const { GoodDrag } = await import('/api.js');
+    const gd = new GoodDrag({ modelSrc: model });
+    try {
+      await gd.edit({ image: new ImageData(64, 48), points: [[20, 24], [40, 24]], config: { ...FAST, n_inference_steps: 0 } });
+      return null;
+    } catch (e) {
+      return { message: e.message, kind: e.kind, code: e.code };
+    }
+  }, { model, FAST });
+  assert.ok(refused, 'an invalid config is refused');
+  assert.deepEqual([refused.kind, refused.code], ['engine', 'invalid-input'], JSON.stringify(refused));
+  assert.match(refused.message, /n_inference_steps/);
+
   assert.deepEqual(log.errors, []);
   assert.deepEqual(log.panics, []);
   assert.deepEqual(requests.filter((u) => !u.startsWith(server.url) && !u.startsWith('blob:') && !u.startsWith('data:')), []);
