@@ -6,7 +6,7 @@
 use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use gooddrag::device;
-use gooddrag::kernels::statistics::{BLOCK, blocked_sum, group_norm, moments};
+use gooddrag::kernels::statistics::{BLOCK, DIRECT, blocked_sum, group_norm, moments};
 use gooddrag::rng::deterministic_values;
 
 /// Two groups of 4 × 512 × 512 values: mean 100 ± 1 (uniform), and mean 1000 ± 0.1.
@@ -92,8 +92,9 @@ fn million_value_group_moments_match_f64_on_wgpu() {
 #[test]
 fn blocked_sum_is_exact_on_lengths_with_and_without_small_divisors() {
     let device = device::cpu().0;
-    // 1031 is prime (padded), 1000 = 50 · 20, BLOCK and BLOCK + 1, 1 and a 3-level 300,000.
-    for n in [1, BLOCK, BLOCK + 1, 1000, 1031, 300_000] {
+    // Direct rows (1, BLOCK, DIRECT) and trees: DIRECT + 1, 4099 · 2 (prime factor 4099: padded),
+    // 10,000 = 250 · 40 and a three-level 300,000.
+    for n in [1, BLOCK, DIRECT, DIRECT + 1, 2 * 4099, 10_000, 300_000] {
         let values = deterministic_values(3 * n, 0.2, 1.0);
         let x = Tensor::<3>::from_data(TensorData::new(values.clone(), [1, 3, n]), &device);
         let sums = to_vec(blocked_sum(x));
