@@ -159,22 +159,36 @@ fn edit_writes_the_official_files_and_the_dump() {
     assert!(ok, "{stderr}");
 }
 
+/// A `bench` command on the tiny model over `data` into `out`, with the fast test config.
+fn bench_cmd(data: &Path, out: &Path, config: &Path) -> Command {
+    let mut cmd = bin();
+    cmd.args(["bench", "--device", "cpu", "--model"])
+        .arg(fixture_dir())
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .arg("--config")
+        .arg(config);
+    cmd
+}
+
+/// A GoodDrag-layout sample folder `name` under `data` with a 64×64 photo and one pair.
+fn square_sample(data: &Path, name: &str, pair: &str) {
+    sample_dir(
+        data,
+        name,
+        &photo(64, 64),
+        &format!(r#"{{"points": {pair}}}"#),
+    );
+}
+
 #[test]
 fn bench_runs_every_sample_and_reports_the_broken_one() {
     let dir = scratch("bench");
     let data = dir.join("data");
-    sample_dir(
-        &data,
-        "good_a",
-        &photo(64, 64),
-        r#"{"points": [[18, 32], [40, 32]]}"#,
-    );
-    sample_dir(
-        &data,
-        "broken_b",
-        &photo(64, 64),
-        r#"{"points": [[18, 32], [400, 32]]}"#,
-    );
+    square_sample(&data, "good_a", "[[18, 32], [40, 32]]");
+    square_sample(&data, "broken_b", "[[18, 32], [400, 32]]");
     // A DragBench sample (nested category folder, pickled metadata, 64×48 image).
     let db = data.join("animals").join("JH_2023-09-14-1820-16");
     std::fs::create_dir_all(&db).unwrap();
@@ -184,15 +198,7 @@ fn bench_runs_every_sample_and_reports_the_broken_one() {
         db.join("meta_data.pkl"),
     )
     .unwrap();
-    let (ok, stdout, stderr) = run(bin()
-        .args(["bench", "--device", "cpu", "--model"])
-        .arg(fixture_dir())
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .arg("--config")
-        .arg(fast_config(&dir)));
+    let (ok, stdout, stderr) = run(&mut bench_cmd(&data, &dir.join("out"), &fast_config(&dir)));
     assert!(ok, "stderr: {stderr}");
     let report = std::fs::read_to_string(dir.join("out/report.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = report
@@ -234,35 +240,12 @@ fn bench_runs_every_sample_and_reports_the_broken_one() {
 fn sharded_bench_and_merge_equal_the_unsharded_run() {
     let dir = scratch("shard");
     let data = dir.join("data");
-    sample_dir(
-        &data,
-        "a",
-        &photo(64, 64),
-        r#"{"points": [[18, 32], [40, 32]]}"#,
-    );
-    sample_dir(
-        &data,
-        "b_broken",
-        &photo(64, 64),
-        r#"{"points": [[18, 32], [400, 32]]}"#,
-    );
-    sample_dir(
-        &data,
-        "c",
-        &photo(64, 64),
-        r#"{"points": [[30, 20], [30, 44]]}"#,
-    );
+    square_sample(&data, "a", "[[18, 32], [40, 32]]");
+    square_sample(&data, "b_broken", "[[18, 32], [400, 32]]");
+    square_sample(&data, "c", "[[30, 20], [30, 44]]");
     let config = fast_config(&dir);
     let bench = |out: &Path, shard: Option<&str>| {
-        let mut cmd = bin();
-        cmd.args(["bench", "--device", "cpu", "--model"])
-            .arg(fixture_dir())
-            .arg("--data")
-            .arg(&data)
-            .arg("--out")
-            .arg(out)
-            .arg("--config")
-            .arg(&config);
+        let mut cmd = bench_cmd(&data, out, &config);
         if let Some(shard) = shard {
             cmd.args(["--shard", shard]);
         }

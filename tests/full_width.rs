@@ -72,6 +72,17 @@ fn cpu() -> Device {
     device::cpu().0
 }
 
+/// `model` (freshly built: no weights yet) with the deterministic weights, after checking that
+/// the loader expects exactly Python's parameters.
+fn deterministic<M: burn::module::Module>(model: M, component: Component, name: &str) -> M {
+    assert_same_parameters(&model, component, name);
+    load_deterministic(model, component).expect("deterministic weights load")
+}
+
+fn expected_outputs() -> std::collections::HashMap<String, Expected> {
+    expected_file(&dir().join("expected.safetensors"))
+}
+
 #[test]
 fn unet_at_full_width_matches_diffusers() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -79,9 +90,8 @@ fn unet_at_full_width_matches_diffusers() {
     let model = UNet2DConditionConfig::default()
         .init(DEFAULT_ATTENTION_BYTES, &device)
         .unwrap();
-    assert_same_parameters(&model, Component::Unet, "unet");
-    let unet = load_deterministic(model, Component::Unet).expect("deterministic weights load");
-    let exp = expected_file(&dir().join("expected.safetensors"));
+    let unet = deterministic(model, Component::Unet, "unet");
+    let exp = expected_outputs();
     let out = unet.forward(
         exp["unet_sample"].tensor::<4>(&device),
         &exp["unet_timestep"].f32,
@@ -109,9 +119,8 @@ fn vae_at_full_width_matches_diffusers() {
     let model = AutoencoderKLConfig::default()
         .init(DEFAULT_ATTENTION_BYTES, &device)
         .unwrap();
-    assert_same_parameters(&model, Component::Vae, "vae");
-    let vae = load_deterministic(model, Component::Vae).expect("deterministic weights load");
-    let exp = expected_file(&dir().join("expected.safetensors"));
+    let vae = deterministic(model, Component::Vae, "vae");
+    let exp = expected_outputs();
     let dist = vae.encode(exp["vae_image"].tensor::<4>(&device));
     check("latent mean", dist.mean, &exp["vae_latent_mean"], F32_TOL);
     check(
@@ -131,9 +140,8 @@ fn clip_at_full_width_matches_transformers() {
     let model = ClipTextConfig::default()
         .init(DEFAULT_ATTENTION_BYTES, &device)
         .unwrap();
-    assert_same_parameters(&model, Component::TextEncoder, "text_encoder");
-    let clip = load_deterministic(model, Component::TextEncoder).expect("weights load");
-    let exp = expected_file(&dir().join("expected.safetensors"));
+    let clip = deterministic(model, Component::TextEncoder, "text_encoder");
+    let exp = expected_outputs();
     let ids: Vec<u32> = exp["clip_input_ids"]
         .i64
         .iter()
