@@ -6,6 +6,10 @@
 //! 4. run the [`DragSession`] (reference trajectory, AlDD, Latent-MasaCtrl);
 //! 5. VAE-decode, resize back to the input size, report the final handles.
 //!
+//! Around these, the photo is moved to its working size first (points and mask mapped
+//! exactly, [`crate::image::working`]) and the result composited back into the photo at its own
+//! size after ([`crate::image::composite`]); docs/ARCHITECTURE.md §8.
+//!
 //! Every phase is timed and reports progress; cancellation is checked between steps.
 
 use burn::tensor::Tensor;
@@ -13,6 +17,8 @@ use burn::tensor::Tensor;
 use crate::clock::now_ms;
 use crate::drag::{DragConfig, DragRecord, DragSession, Frame, LatentMask, PointPairs};
 use crate::error::{Error, Result};
+use crate::image::composite::{CompositeSettings, changed_region, composite};
+use crate::image::working::{SizeMap, WorkingSize, check_edit_size};
 use crate::image::{RgbImage, resize_bilinear};
 use crate::lora::{self, LoraSet, train_lora};
 use crate::model_set::Models;
@@ -46,6 +52,8 @@ pub struct EditInput {
     pub config: DragConfig,
     /// LoRA to use.
     pub lora: LoraChoice,
+    /// The size the edit runs at (points, mask and image are given at the photo's size).
+    pub size: WorkingSize,
 }
 
 /// Wall time of one phase.
@@ -59,11 +67,17 @@ pub struct PhaseTiming {
 
 /// What an edit returns.
 pub struct EditOutput {
-    /// The edited image, the input's size.
+    /// The edited image at the working size (with [`WorkingSize::Native`], the photo's size:
+    /// what the official code returns).
     pub image: RgbImage,
-    /// Final handle positions, image `[x, y]`.
+    /// The photo at its own size with the edited region composited in.
+    pub full: RgbImage,
+    /// The photo's size and the working size.
+    pub size: SizeMap,
+    /// Final handle positions, photo `[x, y]`.
     pub final_handles: Vec<[f64; 2]>,
-    /// `new_points.json` layout: final handle, original target, … (docs/ALGORITHM.md §1.17).
+    /// `new_points.json` layout: final handle, original target, … (docs/ALGORITHM.md §1.17),
+    /// photo `[x, y]`.
     pub new_points: Vec<[f64; 2]>,
     /// Per-phase wall times.
     pub timings: Vec<PhaseTiming>,
@@ -79,8 +93,20 @@ pub struct EditOutput {
     pub lora: Option<LoraSet>,
     /// Loss of every LoRA step (empty when none was trained).
     pub lora_losses: Vec<f32>,
-    /// The image frame (sizes at image and feature resolution).
+    /// The image frame at the working size (sizes at image and feature resolution).
     pub frame: Frame,
+}
+
+impl EditOutput {
+    /// The result at the photo's size: the edit itself when it ran there (the official
+    /// output), else the full-resolution composite.
+    pub fn at_photo_size(&self) -> &RgbImage {
+        if self.size.is_identity() {
+            &self.image
+        } else {
+            &self.full
+        }
+    }
 }
 
 /// What an edit of the same image can reuse (issue: re-editing must not retrain or re-invert):
@@ -128,15 +154,118 @@ pub async fn run_edit_cached(
     progress: &mut dyn FnMut(Progress),
     cancel: &Cancel,
 ) -> Result<EditOutput> {
-    cache.last_hits.clear();
     let EditInput {
+        image: photo,
+        mask,
+        points,
+        config,
+        lora,
+        size,
+    } = input;
+    config.validate()?;
+    // To the working size.
+    let started = now_ms();
+    let map = SizeMap::new(photo.width, photo.height, size)?;
+    check_edit_size(map.working.0, map.working.1)?;
+    if photo.rgb.len() != 3 * photo.width * photo.height {
+        return Err(Error::InvalidInput(format!(
+            "the image has {} bytes but {}×{} RGB needs {}",
+            photo.rgb.len(),
+            photo.width,
+            photo.height,
+            3 * photo.width * photo.height
+        )));
+    }
+    if let Some(m) = &mask
+        && m.len() != photo.width * photo.height
+    {
+        return Err(Error::InvalidInput(format!(
+            "the mask has {} values but the image has {}×{} pixels",
+            m.len(),
+            photo.width,
+            photo.height
+        )));
+    }
+    let image = map.image(&photo);
+    let mask = mask.map(|m| map.mask(&m));
+    let working_points: Vec<[f64; 2]> = points.iter().map(|&p| map.to_working(p)).collect();
+    let resize_millis = now_ms() - started;
+    let mut out = edit_at_working_size(
+        models,
+        WorkingInput {
+            image: &image,
+            mask: mask.as_deref(),
+            points: &working_points,
+            config,
+            lora_choice: lora,
+        },
+        cache,
+        progress,
+        cancel,
+    )
+    .await?;
+    // Back to the photo: points, and the result composited into it.
+    let started = now_ms();
+    let settings = CompositeSettings::default();
+    let region = match &mask {
+        Some(m) if m.iter().any(|&v| v > 0) => m.clone(),
+        _ => {
+            let pairs: Vec<[f64; 2]> = out
+                .final_handles
+                .iter()
+                .zip(working_points.chunks_exact(2))
+                .flat_map(|(h, pair)| [pair[0], *h, *h, pair[1]])
+                .collect();
+            changed_region(&image, &out.image, &pairs, &settings)
+        }
+    };
+    out.full = composite(&photo, &image, &out.image, &region, &settings);
+    out.size = map;
+    out.final_handles = out
+        .final_handles
+        .iter()
+        .map(|&p| map.to_original(p))
+        .collect();
+    // The targets as given (not mapped there and back).
+    out.new_points = out
+        .final_handles
+        .iter()
+        .zip(points.chunks_exact(2))
+        .flat_map(|(h, pair)| [*h, pair[1]])
+        .collect();
+    out.timings.push(PhaseTiming {
+        phase: "composite".into(),
+        millis: resize_millis + now_ms() - started,
+    });
+    Ok(out)
+}
+
+/// An edit's inputs at the working size.
+struct WorkingInput<'a> {
+    image: &'a RgbImage,
+    mask: Option<&'a [u8]>,
+    points: &'a [[f64; 2]],
+    config: DragConfig,
+    lora_choice: LoraChoice,
+}
+
+/// Phases 1–6 at the working size (points in working pixels). The returned `full` and `size`
+/// are placeholders its caller fills.
+async fn edit_at_working_size(
+    models: &mut Models,
+    input: WorkingInput<'_>,
+    cache: &mut EditCache,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &Cancel,
+) -> Result<EditOutput> {
+    cache.last_hits.clear();
+    let WorkingInput {
         image,
         mask,
         points,
         config,
-        lora: lora_choice,
+        lora_choice,
     } = input;
-    config.validate()?;
     let device = models.device.clone();
     let mut timings = Vec::new();
     let mut phase = |name: &str, started: f64| {
@@ -149,11 +278,11 @@ pub async fn run_edit_cached(
     // 1. Inputs.
     let started = now_ms();
     let frame = Frame::new(image.width, image.height, config.feature_scale)?;
-    let pairs = PointPairs::from_image_points(&points, &frame)?;
+    let pairs = PointPairs::from_image_points(points, &frame)?;
     let pixels = image_to_tensor(&image.rgb, image.width, image.height, &device)?;
     let latent_hw = (image.width / 8, image.height / 8);
     let mask = LatentMask::new(
-        mask.as_deref(),
+        mask,
         image.width,
         image.height,
         (frame.feat_width, frame.feat_height),
@@ -314,8 +443,14 @@ pub async fn run_edit_cached(
             image.width, image.height
         )));
     }
+    let image = RgbImage { width, height, rgb };
     Ok(EditOutput {
-        image: RgbImage { width, height, rgb },
+        full: image.clone(),
+        size: SizeMap {
+            original: (width, height),
+            working: (width, height),
+        },
+        image,
         final_handles,
         new_points,
         timings,

@@ -1,12 +1,19 @@
 //! Image files for the native CLI: PNG and JPEG in, PNG out, masks, and the official
 //! `image_with_new_points.png` drawing (docs/ALGORITHM.md §1.17: red final handle, blue target, white arrow;
 //! circle radius 5, arrow thickness 4, tip length 0.5). The browser decodes images itself.
+//!
+//! Every image is turned upright for its EXIF orientation as it is decoded
+//! (`image::orientation`), so points refer to what a viewer shows. png and zune-jpeg are the
+//! decoders the `image` crate itself uses for these formats; `image` would add only the
+//! orientation (read here in 40 lines) and, through num-traits' default feature, a rebuild of
+//! all of burn (see Cargo.toml).
 
 use std::io::{BufReader, Cursor};
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
+use crate::image::orientation::{jpeg_orientation, tiff_orientation, upright_pixels};
 
 fn unreadable(path: &Path, why: impl std::fmt::Display) -> Error {
     Error::InvalidInput(format!(
@@ -23,7 +30,25 @@ struct Decoded {
     data: Vec<u8>,
 }
 
+/// Decodes a PNG or JPEG file, upright (EXIF orientation applied).
 fn decode(path: &Path) -> Result<Decoded> {
+    let (d, orientation) = decode_stored(path)?;
+    let (data, (width, height)) = upright_pixels(
+        d.data,
+        (d.width, d.height),
+        d.channels,
+        orientation.unwrap_or(1),
+    );
+    Ok(Decoded {
+        width,
+        height,
+        channels: d.channels,
+        data,
+    })
+}
+
+/// The pixels as stored, and the EXIF orientation when the file has one.
+fn decode_stored(path: &Path) -> Result<(Decoded, Option<u8>)> {
     let bytes = std::fs::read(path).map_err(|e| unreadable(path, e))?;
     if bytes.starts_with(b"\x89PNG") {
         let mut decoder = png::Decoder::new(BufReader::new(Cursor::new(&bytes)));
@@ -38,12 +63,20 @@ fn decode(path: &Path) -> Result<Decoded> {
             .map_err(|e| unreadable(path, e))?;
         data.truncate(info.buffer_size());
         let channels = info.color_type.samples();
-        Ok(Decoded {
-            width: info.width as usize,
-            height: info.height as usize,
-            channels,
-            data,
-        })
+        let orientation = reader
+            .info()
+            .exif_metadata
+            .as_deref()
+            .and_then(tiff_orientation);
+        Ok((
+            Decoded {
+                width: info.width as usize,
+                height: info.height as usize,
+                channels,
+                data,
+            },
+            orientation,
+        ))
     } else if bytes.starts_with(&[0xFF, 0xD8]) {
         use zune_jpeg::zune_core::colorspace::ColorSpace;
         use zune_jpeg::zune_core::options::DecoderOptions;
@@ -55,12 +88,15 @@ fn decode(path: &Path) -> Result<Decoded> {
         let info = decoder
             .info()
             .ok_or_else(|| unreadable(path, "no image header"))?;
-        Ok(Decoded {
-            width: info.width as usize,
-            height: info.height as usize,
-            channels: 3,
-            data,
-        })
+        Ok((
+            Decoded {
+                width: info.width as usize,
+                height: info.height as usize,
+                channels: 3,
+                data,
+            },
+            jpeg_orientation(&bytes),
+        ))
     } else {
         Err(unreadable(path, "unknown file type (not PNG or JPEG)"))
     }

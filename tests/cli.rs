@@ -81,7 +81,7 @@ fn edit_writes_the_official_files_and_the_dump() {
     mask[16 * 64..48 * 64].fill(255);
     save_png(&dir.join("mask.png"), 64, 64, 1, &mask).unwrap();
     let (ok, stdout, stderr) = run(bin()
-        .args(["edit", "--device", "cpu", "--model"])
+        .args(["edit", "--device", "cpu", "--size", "native", "--model"])
         .arg(fixture_dir())
         .arg("--image")
         .arg(dir.join("in.png"))
@@ -99,6 +99,7 @@ fn edit_writes_the_official_files_and_the_dump() {
     let out = dir.join("out");
     for f in [
         "output_image.png",
+        "output_full.png",
         "image_with_new_points.png",
         "new_points.json",
         "timings.json",
@@ -125,6 +126,8 @@ fn edit_writes_the_official_files_and_the_dump() {
         );
     }
     assert_eq!(timings["dtype"], "f32");
+    assert_eq!(timings["working_size"], "native");
+    assert_eq!(timings["working_dims"], serde_json::json!([64, 64]));
     assert!(stdout.contains("final_handles"));
     // The dump.
     let bytes = std::fs::read(dir.join("dump.safetensors")).unwrap();
@@ -144,7 +147,7 @@ fn edit_writes_the_official_files_and_the_dump() {
     assert_eq!(h[h.len() - 2] as f64, hx, "last row = the final handle");
     // The saved LoRA is accepted back.
     let (ok, _, stderr) = run(bin()
-        .args(["edit", "--device", "cpu", "--model"])
+        .args(["edit", "--device", "cpu", "--size", "native", "--model"])
         .arg(fixture_dir())
         .arg("--image")
         .arg(dir.join("in.png"))
@@ -157,6 +160,125 @@ fn edit_writes_the_official_files_and_the_dump() {
         .arg("--out")
         .arg(dir.join("out2")));
     assert!(ok, "{stderr}");
+}
+
+/// A phone photo as stored: landscape pixels plus EXIF orientation 6 (rotate 90° clockwise to
+/// view), written as a real JPEG with an APP1 Exif segment (big-endian TIFF, as Apple writes).
+fn rotated_jpeg(path: &Path, stored: &RgbImage) {
+    let mut tiff = b"MM\0\x2a\0\0\0\x08".to_vec();
+    tiff.extend(1u16.to_be_bytes());
+    tiff.extend(0x0112u16.to_be_bytes());
+    tiff.extend(3u16.to_be_bytes());
+    tiff.extend(1u32.to_be_bytes());
+    tiff.extend([0, 6, 0, 0]);
+    tiff.extend(0u32.to_be_bytes());
+    let mut exif = b"Exif\0\0".to_vec();
+    exif.extend(tiff);
+    let mut encoder = jpeg_encoder::Encoder::new_file(path, 95).unwrap();
+    encoder.add_app_segment(1, exif).unwrap();
+    encoder
+        .encode(
+            &stored.rgb,
+            stored.width as u16,
+            stored.height as u16,
+            jpeg_encoder::ColorType::Rgb,
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_rotated_jpeg_is_edited_upright_at_the_working_size() {
+    let dir = scratch("rotated");
+    // Stored 300×200 with a bright left edge; upright (orientation 6) it is 200×300 with the
+    // bright edge at the top.
+    let stored = RgbImage {
+        width: 300,
+        height: 200,
+        rgb: (0..300 * 200)
+            .flat_map(|i| {
+                if i % 300 < 30 {
+                    [250, 250, 250]
+                } else {
+                    [40, 90, 140]
+                }
+            })
+            .collect(),
+    };
+    rotated_jpeg(&dir.join("in.jpg"), &stored);
+    let upright = load_rgb(&dir.join("in.jpg")).unwrap();
+    assert_eq!((upright.width, upright.height), (200, 300));
+    assert!(upright.rgb[3 * 100] > 200, "top row bright");
+    assert!(upright.rgb[3 * (299 * 200 + 100)] < 100, "bottom row dark");
+    // Points refer to the upright photo.
+    std::fs::write(
+        dir.join("points.json"),
+        r#"{"points": [[100, 150], [100, 190]]}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("config.json"), r#"{"drag_end_step": 1}"#).unwrap();
+    // The editable region, drawn on the upright photo: x 50..150, y 100..250.
+    let mask: Vec<u8> = (0..200 * 300)
+        .map(|i| u8::from((50..150).contains(&(i % 200)) && (100..250).contains(&(i / 200))) * 255)
+        .collect();
+    save_png(&dir.join("mask.png"), 200, 300, 1, &mask).unwrap();
+    let (ok, stdout, stderr) = run(bin()
+        .args([
+            "edit",
+            "--device",
+            "cpu",
+            "--no-lora",
+            "--size",
+            "256",
+            "--model",
+        ])
+        .arg(fixture_dir())
+        .arg("--mask")
+        .arg(dir.join("mask.png"))
+        .arg("--image")
+        .arg(dir.join("in.jpg"))
+        .arg("--points")
+        .arg(dir.join("points.json"))
+        .arg("--config")
+        .arg(dir.join("config.json"))
+        .arg("--out")
+        .arg(dir.join("out")));
+    assert!(ok, "{stderr}");
+    let out = dir.join("out");
+    let working = load_rgb(&out.join("output_image.png")).unwrap();
+    assert_eq!(
+        (working.width, working.height),
+        (168, 256),
+        "200×300 at long side 256"
+    );
+    let full = load_rgb(&out.join("output_full.png")).unwrap();
+    assert_eq!(
+        (full.width, full.height),
+        (200, 300),
+        "the photo's size, upright"
+    );
+    // Beyond the mask and its feather (8 working pixels ≈ 9.4 photo pixels) the full result is
+    // the decoded photo, byte for byte; inside, the (random tiny model's) edit.
+    for y in 0..300 {
+        for x in 0..200 {
+            let i = 3 * (y * 200 + x);
+            if !(35..165).contains(&x) || !(85..265).contains(&y) {
+                assert_eq!(full.rgb[i..i + 3], upright.rgb[i..i + 3], "({x}, {y})");
+            }
+        }
+    }
+    let i = 3 * (175 * 200 + 100);
+    assert_ne!(full.rgb[i..i + 3], upright.rgb[i..i + 3]);
+    let timings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("timings.json")).unwrap()).unwrap();
+    assert_eq!(timings["working_size"], "256");
+    assert_eq!(timings["working_dims"], serde_json::json!([168, 256]));
+    assert!(timings["phases_ms"]["composite"].as_f64().unwrap() >= 0.0);
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(line["size"]["photo"], serde_json::json!([200, 300]));
+    // Final handles are photo pixels: the handle started at (100, 150).
+    let h = &line["final_handles"][0];
+    assert!((h[0].as_f64().unwrap() - 100.0).abs() < 40.0, "{h}");
+    assert!((h[1].as_f64().unwrap() - 170.0).abs() < 40.0, "{h}");
 }
 
 /// A `bench` command on the tiny model over `data` into `out`, with the fast test config.

@@ -11,6 +11,7 @@ use gooddrag::drag::motion::{MotionInputs, MotionSettings, motion_supervision_lo
 use gooddrag::drag::{DragConfig, PRESETS, PatchWeight, StopReason};
 use gooddrag::edit::{EditCache, EditInput, EditOutput, LoraChoice, run_edit, run_edit_cached};
 use gooddrag::image::RgbImage;
+use gooddrag::image::working::WorkingSize;
 use gooddrag::model_set::Models;
 use gooddrag::progress::{Cancel, Progress};
 use gooddrag::rng::deterministic_values;
@@ -67,6 +68,7 @@ fn edit(
             points,
             config,
             lora: LoraChoice::None,
+            size: WorkingSize::Native,
         },
         &mut |p| events.push(p),
         &Cancel::new(),
@@ -304,6 +306,7 @@ fn edit_moves_handles_toward_targets_and_is_deterministic() {
                 points: points.clone(),
                 config: config.clone(),
                 lora: LoraChoice::Train,
+                size: WorkingSize::Native,
             },
             &mut |p| events.push(p),
             &Cancel::new(),
@@ -333,6 +336,62 @@ fn edit_moves_handles_toward_targets_and_is_deterministic() {
     );
     // The edit changed the image inside the mask.
     assert_ne!(a.image.rgb, photo(64, 64).rgb);
+}
+
+#[test]
+fn a_large_photo_is_edited_at_the_working_size_and_composited_back_at_its_own() {
+    let device = device::cpu().0;
+    let mut m = models(&device);
+    let (w, h) = (1200, 900);
+    let image = photo(w, h);
+    // Editable: x in 150..1050, y in 225..675.
+    let mask = full_mask(w, h);
+    let mut events = Vec::new();
+    let out = pollster::block_on(run_edit(
+        &mut m,
+        EditInput {
+            image: image.clone(),
+            mask: Some(mask.clone()),
+            points: vec![[450.0, 450.0], [600.0, 450.0]],
+            config: DragConfig {
+                drag_end_step: 1,
+                ..no_lora(DragConfig::default())
+            },
+            lora: LoraChoice::None,
+            size: WorkingSize::LongSide(256),
+        },
+        &mut |p| events.push(p),
+        &Cancel::new(),
+    ))
+    .expect("edit runs");
+    assert_eq!((out.image.width, out.image.height), (256, 192));
+    assert_eq!((out.full.width, out.full.height), (w, h));
+    assert_eq!(out.size.working, (256, 192));
+    assert_eq!(out.z0.dims(), [1, 4, 24, 32]);
+    // Far outside the mask (more than the 8-working-pixel feather, 37.5 photo pixels, plus a
+    // margin) the full result is the photo byte for byte; inside, the edit shows.
+    let (mut copied, mut changed) = (0, 0);
+    for y in 0..h {
+        for x in 0..w {
+            let i = 3 * (y * w + x);
+            let outside = !(100..1100).contains(&x) || !(175..725).contains(&y);
+            if outside {
+                assert_eq!(out.full.rgb[i..i + 3], image.rgb[i..i + 3], "({x}, {y})");
+                copied += 1;
+            } else if mask[y * w + x] > 0 && out.full.rgb[i..i + 3] != image.rgb[i..i + 3] {
+                changed += 1;
+            }
+        }
+    }
+    assert!(copied > 500_000 && changed > 100_000, "{copied} {changed}");
+    // Points come back in photo pixels: the target stays exactly, the handle starts at x 450.
+    assert_eq!(out.new_points[1], [600.0, 450.0]);
+    let fh = out.final_handles[0];
+    assert!(
+        (440.0..=610.0).contains(&fh[0]) && (fh[1] - 450.0).abs() < 40.0,
+        "{fh:?}"
+    );
+    assert!(out.timings.iter().any(|t| t.phase == "composite"));
 }
 
 #[test]
@@ -392,6 +451,7 @@ fn re_edit_reuses_the_lora_and_the_inversion_with_the_same_result() {
         points: vec![[24.0, 32.0], [32.0, 32.0]],
         config: config.clone(),
         lora: LoraChoice::Train,
+        size: WorkingSize::Native,
     };
     let mut cache = EditCache::default();
     let run = |m: &mut Models, cache: &mut EditCache, config: &DragConfig| {
@@ -434,6 +494,7 @@ fn bad_inputs_give_clear_errors() {
                 points,
                 config: no_lora(DragConfig::default()),
                 lora: LoraChoice::None,
+                size: WorkingSize::Native,
             },
             &mut |_| {},
             &Cancel::new(),

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::eval::dai::{DAI_GAMMAS, FloatImage, dai_official, dai_paper};
 use crate::eval::pickle::{Value, parse_pickle};
 use crate::image::RgbImage;
+use crate::image::working::WorkingSize;
 use crate::imageio::{draw_points, load_mask, load_rgb, save_rgb};
 use crate::tensor_io::read_f32;
 use crate::weights::{F32Tensor, write_f32_safetensors};
@@ -211,18 +212,39 @@ pub struct Timings {
     pub device: String,
     /// Compute precision.
     pub dtype: String,
+    /// The working size asked for (`native` or a long side) and the `[width, height]` the edit
+    /// ran at.
+    #[serde(default)]
+    pub working_size: String,
+    /// See `working_size`.
+    #[serde(default)]
+    pub working_dims: [usize; 2],
 }
 
-/// Writes `output_image.png`, `new_points.json`, `image_with_new_points.png`, `timings.json`.
-pub fn write_edit_outputs(dir: &Path, out: &EditOutput, device: &str) -> Result<Timings> {
+/// Writes `output_image.png` (the edit at the working size, as the official code writes it),
+/// `output_full.png` (the photo at its own size with the edit composited in),
+/// `new_points.json` (photo pixels), `image_with_new_points.png` (drawn on the working-size
+/// result), `timings.json`.
+pub fn write_edit_outputs(
+    dir: &Path,
+    out: &EditOutput,
+    device: &str,
+    size: WorkingSize,
+) -> Result<Timings> {
     let io = |e: std::io::Error| {
         Error::InvalidInput(format!("cannot write to `{}`: {e}", dir.display()))
     };
     std::fs::create_dir_all(dir).map_err(io)?;
     save_rgb(&dir.join("output_image.png"), &out.image)?;
+    save_rgb(&dir.join("output_full.png"), &out.full)?;
+    let working_points: Vec<[f64; 2]> = out
+        .new_points
+        .iter()
+        .map(|&p| out.size.to_working(p))
+        .collect();
     save_rgb(
         &dir.join("image_with_new_points.png"),
-        &draw_points(&out.image, &out.new_points),
+        &draw_points(&out.image, &working_points),
     )?;
     let points = serde_json::to_string(&PointsFile {
         points: out.new_points.clone(),
@@ -239,6 +261,8 @@ pub fn write_edit_outputs(dir: &Path, out: &EditOutput, device: &str) -> Result<
         phases_ms,
         device: device.to_string(),
         dtype: "f32".into(),
+        working_size: size.to_string(),
+        working_dims: [out.size.working.0, out.size.working.1],
     };
     std::fs::write(
         dir.join("timings.json"),

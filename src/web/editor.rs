@@ -18,6 +18,7 @@ use crate::drag::DragConfig;
 use crate::edit::{EditCache, EditInput, LoraChoice, run_edit_cached};
 use crate::error::Error;
 use crate::image::RgbImage;
+use crate::image::working::WorkingSize;
 use crate::lora::{parse_lora, write_lora};
 use crate::model_set::{ModelFiles, Models};
 use crate::models::clip::ClipTextModel;
@@ -334,9 +335,12 @@ fn number_field(obj: &JsValue, name: &str) -> Option<f64> {
 
 /// Runs an edit. `request`: `{ width, height, rgb: Uint8Array (RGB), mask?: Uint8Array (one byte
 /// per pixel, > 0 = editable), points: [[x, y], …], preset?: string, config?: object (DragConfig
-/// fields), lora?: "train" | "none", loraFile?: Uint8Array }`. `onProgress` receives each
-/// progress event. Resolves to `{ width, height, rgb, finalHandles, newPoints, timings, stop,
-/// supervisionSteps, cacheHits, lora?: Uint8Array }`.
+/// fields), lora?: "train" | "none", loraFile?: Uint8Array, size?: number | "native" }` (the
+/// working size: a long side, default 512, or the photo's own size; points and mask at the
+/// photo's size). `onProgress` receives each progress event. Resolves to `{ width, height, rgb,
+/// working: { width, height, rgb }, finalHandles, newPoints, timings, stop, supervisionSteps,
+/// cacheHits, lora?: Uint8Array }`: `rgb` is the photo at its own size with the edit
+/// composited in, `working` the edit at the working size; points in photo pixels.
 #[wasm_bindgen]
 pub async fn edit(request: JsValue, on_progress: js_sys::Function) -> Result<JsValue, JsValue> {
     let width = number_field(&request, "width")
@@ -373,12 +377,28 @@ pub async fn edit(request: JsValue, on_progress: js_sys::Function) -> Result<JsV
         (None, Some("none")) => LoraChoice::None,
         _ => LoraChoice::Train,
     };
+    let size = match js_sys::Reflect::get(&request, &"size".into()) {
+        Ok(v) if v.is_undefined() || v.is_null() => WorkingSize::default(),
+        Ok(v) => match (v.as_f64(), v.as_string()) {
+            (Some(n), _) => WorkingSize::LongSide(n as usize)
+                .checked()
+                .map_err(js_error)?,
+            (None, Some(s)) => s.parse().map_err(js_error)?,
+            _ => {
+                return Err(invalid(
+                    "request.size must be a long side in pixels or \"native\"",
+                ));
+            }
+        },
+        Err(_) => WorkingSize::default(),
+    };
     let input = EditInput {
         image: RgbImage { width, height, rgb },
         mask,
         points,
         config,
         lora,
+        size,
     };
 
     let mut models = MODEL.with_borrow_mut(|s| match std::mem::replace(s, ModelState::Busy) {
@@ -410,8 +430,9 @@ pub async fn edit(request: JsValue, on_progress: js_sys::Function) -> Result<JsV
         _ => None,
     };
     let summary = serde_json::json!({
-        "width": out.image.width,
-        "height": out.image.height,
+        "width": out.full.width,
+        "height": out.full.height,
+        "working": { "width": out.image.width, "height": out.image.height },
         "finalHandles": out.final_handles,
         "newPoints": out.new_points,
         "timings": out.timings,
@@ -422,6 +443,13 @@ pub async fn edit(request: JsValue, on_progress: js_sys::Function) -> Result<JsV
     let js = to_js(&summary)?;
     js_sys::Reflect::set(
         &js,
+        &"rgb".into(),
+        &js_sys::Uint8Array::from(&out.full.rgb[..]).into(),
+    )
+    .map_err(|_| invalid("result"))?;
+    let working = js_sys::Reflect::get(&js, &"working".into()).map_err(|_| invalid("result"))?;
+    js_sys::Reflect::set(
+        &working,
         &"rgb".into(),
         &js_sys::Uint8Array::from(&out.image.rgb[..]).into(),
     )

@@ -13,6 +13,7 @@ use gooddrag::drag::DragConfig;
 use gooddrag::edit::{EditInput, LoraChoice};
 use gooddrag::eval::dataset::{self, DaiScores, Sample, Timings};
 use gooddrag::eval::shard::Shard;
+use gooddrag::image::working::WorkingSize;
 use gooddrag::model_set::Models;
 use gooddrag::{Error, Result};
 
@@ -38,6 +39,11 @@ pub struct BenchArgs {
     /// `--shard $SLURM_ARRAY_TASK_ID/N` or `--shard $JOB_COMPLETION_INDEX/N`.
     #[arg(long, value_name = "K/N")]
     shard: Option<Shard>,
+    /// The size each sample is edited at: `native` (the dataset's own size, as the official
+    /// benchmark) or a long side in pixels (a multiple of 8 from 256 to 1024). DAI is scored at
+    /// the dataset's size either way (on the full-resolution composite when not native).
+    #[arg(long, default_value = "native", value_name = "native|PIXELS")]
+    size: WorkingSize,
 }
 
 /// `gooddrag merge`'s flags.
@@ -316,9 +322,10 @@ fn edit_and_score(
         points: s.points.clone(),
         config: cfg,
         lora: LoraChoice::Train,
+        size: args.size,
     };
     let (output, timings) = edit_sample(models, device, input, &args.out.join(name), None)?;
-    let dai = dataset::dai_scores(&s.image, &output.image, &s.points)?;
+    let dai = dataset::dai_scores(&s.image, output.at_photo_size(), &s.points)?;
     Ok(serde_json::json!({
         "sample": name, "layout": s.layout, "ok": true, "dai": dai, "timings": timings,
         "stop": output.record.stop, "supervision_steps": output.record.losses.len(),

@@ -104,6 +104,7 @@ pub fn edit_sample(
     out: &Path,
     dump: Option<&Path>,
 ) -> Result<(EditOutput, Timings)> {
+    let size = input.size;
     let mut bar = ProgressBar::new();
     let result = pollster::block_on(run_edit(
         models,
@@ -113,7 +114,7 @@ pub fn edit_sample(
     ));
     bar.finish();
     let output = result?;
-    let timings = dataset::write_edit_outputs(out, &output, device)?;
+    let timings = dataset::write_edit_outputs(out, &output, device, size)?;
     if let Some(lora) = &output.lora
         && !output.lora_losses.is_empty()
     {

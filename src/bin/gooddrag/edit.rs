@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use gooddrag::edit::{EditInput, LoraChoice};
 use gooddrag::image::RgbImage;
+use gooddrag::image::working::WorkingSize;
 use gooddrag::lora::parse_lora;
 use gooddrag::{Error, Result, imageio};
 
@@ -36,6 +37,13 @@ pub struct EditArgs {
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
+    /// The size the edit runs at: a long side in pixels (a multiple of 8 from 256 to 1024;
+    /// more than 512 needs more memory and leaves SD 1.5's training resolution) or `native`
+    /// (the photo's own size, as the official benchmark; refused over 1024×1024 pixels).
+    /// `output_image.png` is the edit at this size, `output_full.png` the photo at its own size
+    /// with the edited region composited in.
+    #[arg(long, default_value = "512", value_name = "PIXELS|native")]
+    size: WorkingSize,
     /// Also write the run's tensors (z0, zT, drag_loss, handles, z_drag_end, z_final) here.
     #[arg(long)]
     dump: Option<PathBuf>,
@@ -58,6 +66,7 @@ pub fn run(args: EditArgs) -> Result<()> {
         points,
         config,
         lora,
+        size: args.size,
     };
     let (output, timings) =
         edit_sample(&mut models, &device, input, &args.out, args.dump.as_deref())?;
@@ -67,6 +76,7 @@ pub fn run(args: EditArgs) -> Result<()> {
         "stop": output.record.stop,
         "supervision_steps": output.record.losses.len(),
         "timings": timings,
+        "size": {"asked": args.size.to_string(), "working": output.size.working, "photo": output.size.original},
     }));
     Ok(())
 }

@@ -1,6 +1,17 @@
 //! Images as the core sees them: RGB8 pixels in and out, and the bilinear resize the edit uses
 //! between the photo's size and the latent grid (docs/ALGORITHM.md §1.2). Decoding files is
 //! the faces' job (the browser decodes itself; the CLI uses `imageio`).
+//!
+//! Real photos (docs/ARCHITECTURE.md §8):
+//! - [`orientation`]: EXIF orientation, so every image is upright before points refer to it;
+//! - [`working`]: the working resolution and the exact map of points and masks to it;
+//! - [`resample`]: the antialiased resampling both directions use;
+//! - [`composite`]: the full-resolution result, the photo with only the edited region replaced.
+
+pub mod composite;
+pub mod orientation;
+pub mod resample;
+pub mod working;
 
 use burn::tensor::Tensor;
 use burn::tensor::module::interpolate;
