@@ -10,6 +10,8 @@ phase "web: cargo build (wasm32, release)" \
 wasm="$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/gooddrag.wasm"
 phase "web: wasm-bindgen" \
   wasm-bindgen --target web --no-typescript --out-dir pkg "$wasm"
+# The build id (build.rs) from the engine's custom section, for the workers (service, engine).
+node "$ROOT/scripts/build-id.mjs" "$wasm" pkg/build-id.js
 if [ "${GOODDRAG_WASM_OPT:-0}" = 1 ]; then
   phase "web: wasm-opt" \
     npm exec --yes --package=binaryen@132.0.0 -- wasm-opt -O2 pkg/gooddrag_bg.wasm -o pkg/gooddrag_bg.wasm

@@ -2,12 +2,19 @@
 // Same-origin GETs go to the network first and fall back to the cache, so an online visit
 // always gets the current build and an offline one the last it saw. Model weights are never
 // touched here: they live in IndexedDB (weights.js), and Range requests pass straight through.
+// The cache is named after the build id (build.rs, written to pkg/build-id.js by
+// scripts/build-web.sh): a new deployment changes this worker's imported script, so the browser
+// installs it, it caches the new shell whole under a new name and deletes the old one.
 
-const CACHE = 'gooddrag-shell-v1';
+importScripts('./pkg/build-id.js');
+
+const CACHE = `gooddrag-shell-${self.GOODDRAG_BUILD_ID}`;
 const SHELL = [
   './', './index.html', './style.css', './app.js', './engine-client.js', './worker.js', './format.js',
   './edit-state.js', './canvas-view.js', './config-form.js', './gif.js', './weights.js', './weights-plan.js',
-  './bench.html', './bench.js', './manifest.webmanifest', './pkg/gooddrag.js', './pkg/gooddrag_bg.wasm',
+  './api.js', './widget.js', './widget.css',
+  './bench.html', './bench.js', './manifest.webmanifest',
+  './pkg/gooddrag.js', './pkg/gooddrag_bg.wasm', './pkg/build-id.js',
 ];
 
 self.addEventListener('install', (event) => {

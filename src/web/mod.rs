@@ -33,6 +33,22 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
+/// This build's id (build.rs: a hash of the web sources and the wasm inputs).
+const BUILD_ID: &str = env!("GOODDRAG_BUILD_ID");
+
+/// The same id as a `gooddrag-build-id` custom section of the module, which
+/// `scripts/build-web.sh` reads to write `pkg/build-id.js` without running the engine.
+#[unsafe(link_section = "gooddrag-build-id")]
+#[used]
+static BUILD_ID_SECTION: [u8; 16] = *include_bytes!(concat!(env!("OUT_DIR"), "/build-id"));
+
+/// This build's id; the worker refuses to run an engine whose id differs from the page's
+/// `pkg/build-id.js` (files from two deployments).
+#[wasm_bindgen(js_name = buildId)]
+pub fn build_id() -> String {
+    BUILD_ID.into()
+}
+
 /// A JS `Error` with `message` and `code` (a kebab-case error kind).
 fn coded_error(message: &str, code: &str) -> JsValue {
     let error = js_sys::Error::new(message);
