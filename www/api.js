@@ -7,8 +7,10 @@
 //   const gd = new GoodDrag({ modelSrc: 'https://…/stable-diffusion-v1-5/resolve/main/' });
 //   await gd.ready();                                   // WebGPU adapter report
 //   await gd.loadModel({ onProgress });                 // cached after the first time
-//   const r = await gd.edit({ image, points, mask, preset, config, onProgress });
-//   // r: { width, height, rgb (Uint8Array), finalHandles, newPoints, timings, stop, … }
+//   const r = await gd.edit({ image, points, mask, preset, config, size, onProgress });
+//   // r: { width, height, rgb (Uint8Array): the photo at its own size with the edit composited
+//   //      in; working: { width, height, rgb }: the edit at the working size; finalHandles,
+//   //      newPoints (photo pixels), timings, stop, … }
 
 import { EngineClient } from './engine-client.js';
 import { DEFAULT_SOURCE, urlSource } from './weights-plan.js';
@@ -25,6 +27,12 @@ function engine() {
   return shared;
 }
 
+/** A working size from an attribute, a setting or a number: a long side in pixels or 'native'. */
+export function workingSize(value) {
+  if (value === undefined || value === null || value === '') return undefined;
+  return value === 'native' ? 'native' : Number(value);
+}
+
 /** Decodes a Blob / URL / ImageBitmap / HTMLImageElement / HTMLCanvasElement / ImageData to RGB. */
 export async function toRgb(image) {
   if (image instanceof ImageData) return { width: image.width, height: image.height, rgb: rgbaToRgb(image.data) };
@@ -34,9 +42,12 @@ export async function toRgb(image) {
     if (!res.ok) throw new Error(`Could not load the image ${image} (HTTP ${res.status}).`);
     source = await res.blob();
   }
+  // EXIF orientation applied: points refer to the upright image.
   const bitmap = source instanceof Blob ? await createImageBitmap(source, { imageOrientation: 'from-image' }) : source;
-  const width = bitmap.width ?? bitmap.naturalWidth;
-  const height = bitmap.height ?? bitmap.naturalHeight;
+  // An <img> has a layout size (`width`, CSS-scaled or 0 before layout) and its pixels' size
+  // (`naturalWidth`): the edit needs the pixels.
+  const width = bitmap.naturalWidth ?? bitmap.width;
+  const height = bitmap.naturalHeight ?? bitmap.height;
   const c = new OffscreenCanvas(width, height);
   c.getContext('2d').drawImage(bitmap, 0, 0);
   return { width, height, rgb: rgbaToRgb(c.getContext('2d').getImageData(0, 0, width, height).data), bitmap };
@@ -77,10 +88,13 @@ export class GoodDrag {
   /**
    * Runs an edit. image: Blob, URL, ImageBitmap, HTMLImageElement, canvas or ImageData;
    * points: [[x, y], …] handle/target pairs in image pixels; mask: Uint8Array (width·height,
-   * > 0 = may change) or null; preset / config: DragConfig preset name and field overrides.
-   * onProgress receives the engine's progress events ({ phase, … }).
+   * > 0 = may change) or null; preset / config: DragConfig preset name and field overrides;
+   * size: the working size, a long side in pixels (default 512) or 'native' (the image's own
+   * size, up to 1024×1024 pixels). onProgress receives the engine's progress events
+   * ({ phase, … }). The edit always runs on this instance's model: the request names it, and
+   * the engine loads it first if another instance's model was loaded in between.
    */
-  async edit({ image, points, mask = null, preset, config, lora = 'train', onProgress } = {}) {
+  async edit({ image, points, mask = null, preset, config, lora = 'train', size, onProgress } = {}) {
     await this.loadModel();
     const { width, height, rgb } = await toRgb(image);
     if (mask && mask.length !== width * height) throw new Error(`The mask has ${mask.length} values; the image needs ${width * height}.`);
@@ -89,7 +103,10 @@ export class GoodDrag {
     const listener = (ev) => { if (ev.event === 'progress' && ev.tag === tag) onProgress?.(ev.progress); };
     e.listeners.add(listener);
     try {
-      return await e.client.call('edit', { request: { width, height, rgb, mask, points, preset, config, lora, tag } });
+      const request = { width, height, rgb, mask, points, preset, config, lora, tag, size: workingSize(size) };
+      const r = await e.client.call('edit', { request, source: this.source });
+      e.model = this.source.id;
+      return r;
     } finally {
       e.listeners.delete(listener);
     }

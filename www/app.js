@@ -9,6 +9,7 @@ import { CanvasView } from './canvas-view.js';
 import { DEFAULT_SOURCE, relativePaths, urlSource } from './weights-plan.js';
 import { encodeGif } from './gif.js';
 import { flattenConfig, unflattenConfig } from './config-form.js';
+import { workingSize } from './api.js';
 
 const $ = (id) => document.getElementById(id);
 const app = $('app');
@@ -410,6 +411,7 @@ $('run-edit').addEventListener('click', async () => {
     mask: state.maskIsEmpty() ? null : state.mask,
     points: state.pairPoints(),
     config,
+    size: workingSize($('working-size').value),
   };
   const started = performance.now();
   try {
@@ -452,8 +454,10 @@ function showResult(r, seconds) {
   $('result').hidden = false;
   $('slider').value = '50';
   updateSlider();
-  const moved = r.finalHandles.map(([x, y]) => `[${x}, ${y}]`).join(', ');
-  $('result-info').textContent = `${r.width}×${r.height}, ${r.supervisionSteps} supervision steps, final handles ${moved}; ${seconds.toFixed(1)} s.`;
+  const moved = r.finalHandles.map(([x, y]) => `[${x.toFixed(1)}, ${y.toFixed(1)}]`).join(', ');
+  const working = r.working.width === r.width && r.working.height === r.height ? '' : ` (edited at ${r.working.width}×${r.working.height})`;
+  $('result-info').textContent = `${r.width}×${r.height}${working}, ${r.supervisionSteps} supervision steps, final handles ${moved}; ${seconds.toFixed(1)} s.`;
+  $('download-working').textContent = `Download the working-size PNG (${r.working.width}×${r.working.height})`;
 }
 
 function updateSlider() {
@@ -470,6 +474,21 @@ function download(blob, name) {
 const baseName = () => (photo?.name ?? 'photo').replace(/\.[^.]+$/, '');
 
 $('download-png').addEventListener('click', () => $('after').toBlob((b) => download(b, `${baseName()}-gooddrag.png`), 'image/png'));
+$('download-working').addEventListener('click', () => {
+  if (!result) return;
+  const { width, height, rgb } = result.working;
+  const c = new OffscreenCanvas(width, height);
+  c.getContext('2d').putImageData(new ImageData(rgbToRgba(rgb), width, height), 0, 0);
+  c.convertToBlob({ type: 'image/png' }).then((b) => download(b, `${baseName()}-gooddrag-${width}x${height}.png`));
+});
+$('working-size').addEventListener('change', () => {
+  const v = $('working-size').value;
+  $('working-size-hint').textContent = v === 'native'
+    ? 'The edit runs at the photo\'s own size: large photos need much more GPU memory and are refused over 1024×1024 pixels.'
+    : Number(v) > 512
+      ? `Above 512 px the edit needs more GPU memory (${v} px: about ${((Number(v) / 512) ** 2).toFixed(1)}×) and leaves the resolution Stable Diffusion 1.5 was trained at.`
+      : 'The edit runs at this size; the result is your photo at its own resolution with only the edited region replaced.';
+});
 $('export-points').addEventListener('click', () => state && download(new Blob([state.toPointsJson()], { type: 'application/json' }), 'points.json'));
 $('import-points').addEventListener('change', async (e) => {
   const f = e.target.files[0];

@@ -3,12 +3,13 @@
 // every widget on the page (api.js).
 //
 // Attributes: model-src (diffusers URL prefix; default SD 1.5 fp16 + ft-mse VAE), preset, src
-// (image URL). Methods: setImage(image), setPoints([[x, y], …]), setMask(Uint8Array | null),
+// (image URL), working-size (a long side in pixels, default 512, or "native"; the result is
+// the image at its own size with the edit composited in either way). Methods: setImage(image), setPoints([[x, y], …]), setMask(Uint8Array | null),
 // run() → Promise<result>, cancel(), result (last result or null), config (field overrides).
 // Events (bubbling, composed): progress {detail: event}, result {detail: result}, error
 // {detail: {message}}, ready {detail: adapter report}.
 
-import { GoodDrag, toRgb } from './api.js';
+import { GoodDrag, toRgb, workingSize } from './api.js';
 import { EditState, rgbToRgba } from './edit-state.js';
 import { CanvasView } from './canvas-view.js';
 
@@ -118,6 +119,7 @@ export class GoodDragElement extends HTMLElement {
         mask: this.state.maskIsEmpty() ? null : this.state.mask,
         preset: this.getAttribute('preset') ?? undefined,
         config: this.config ?? undefined,
+        size: workingSize(this.getAttribute('working-size')),
         onProgress: (p) => {
           if (p.step && p.of) this.$('.progress').value = p.step / p.of;
           if (p.handles) { this.view.liveHandles = p.handles; this.view.draw(); }

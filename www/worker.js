@@ -4,9 +4,11 @@
 // marks the engine as crashed so later calls fail with a clear message.
 
 import loadWasm, * as engine from './pkg/gooddrag.js';
+import './pkg/build-id.js';
 import { deleteModel, listModels, loadModel } from './weights.js';
 
 let download = null; // AbortController of the running model load
+let loaded = null; // id of the model the engine holds
 
 const emit = (event, data) => self.postMessage({ event, ...data });
 
@@ -25,8 +27,11 @@ const methods = {
   loadModel: async ({ source }) => {
     download = new AbortController();
     try {
+      loaded = null;
       engine.unloadModel();
-      return await loadModel(engine, source, { onEvent: (e) => emit('model', e), signal: download.signal });
+      const result = await loadModel(engine, source, { onEvent: (e) => emit('model', e), signal: download.signal });
+      loaded = source.id;
+      return result;
     } catch (e) {
       try { engine.unloadModel(); } catch { /* keep the first error */ }
       throw e;
@@ -35,14 +40,23 @@ const methods = {
     }
   },
   benchSynthetic: ({ request }) => engine.benchSynthetic(request, (line) => emit('bench', { line })),
-  edit: async ({ request }) => {
+  // `source` names the model the edit is for: calls run one at a time, so loading it here (when
+  // another caller's model came in between) makes "this model, then this edit" atomic.
+  edit: async ({ request, source }) => {
+    if (source && source.id !== loaded) await methods.loadModel({ source });
     const result = await engine.edit(request, (p) => emit('progress', { tag: request.tag ?? null, progress: p }));
     return result;
   },
 };
 
 let crashed = null;
-const ready = loadWasm().catch((e) => {
+const ready = loadWasm().then(() => {
+  // The JS and the engine must come from one build (a half-updated cache or CDN would pair an
+  // old engine with new JS): the id in pkg/build-id.js is the one compiled into the engine.
+  if (engine.buildId() !== self.GOODDRAG_BUILD_ID) {
+    crashed = `This page's files come from two different versions (scripts ${self.GOODDRAG_BUILD_ID}, engine ${engine.buildId()}). Reload the page; if it persists, clear the site's data.`;
+  }
+}, (e) => {
   crashed = `The engine could not be loaded (${e.message}). Reload the page; if it persists, this browser may not support WebAssembly.`;
 });
 
@@ -69,7 +83,7 @@ async function handle(id, method, params) {
   if (!fn) return self.postMessage({ id, ok: false, kind: 'invalid', code: 'invalid-input', error: `unknown engine method: ${method}` });
   try {
     const result = await fn(params ?? {});
-    const transfer = result?.rgb?.buffer ? [result.rgb.buffer] : [];
+    const transfer = [result?.rgb?.buffer, result?.working?.rgb?.buffer].filter(Boolean);
     self.postMessage({ id, ok: true, result }, transfer);
   } catch (err) {
     // Errors from the engine carry `code`, the Rust error's kind (src/error.rs `Error::kind`):

@@ -182,24 +182,27 @@ pub fn composite(
             ((s / n as f64) as f32).clamp(-settings.max_correction, settings.max_correction)
         }
     });
-    // Enlarge the weight and the edit row by row and blend.
-    let alpha_u8: Vec<u8> = alpha.iter().map(|a| (a * 255.0).round() as u8).collect();
-    let mut weights: Vec<Vec<f32>> = Vec::with_capacity(photo.height);
-    Resampler::new(map.working, map.original, 1)
-        .rows(&alpha_u8, |_, row| weights.push(row.to_vec()));
+    // Enlarge the edit and its weight together (four channels, one pass, row by row: a
+    // 12-megapixel result never exists as floats) and blend.
+    let rgba: Vec<u8> = edited
+        .rgb
+        .chunks_exact(3)
+        .zip(&alpha)
+        .flat_map(|(p, a)| [p[0], p[1], p[2], (a * 255.0).round() as u8])
+        .collect();
     let mut out = photo.rgb.clone();
     let row_bytes = 3 * photo.width;
-    Resampler::new(map.working, map.original, 3).rows(&edited.rgb, |y, row| {
+    Resampler::new(map.working, map.original, 4).rows(&rgba, |y, row| {
         let dst = &mut out[y * row_bytes..(y + 1) * row_bytes];
-        for (x, &a) in weights[y].iter().enumerate() {
-            let a = a / 255.0;
+        for (px, d) in row.chunks_exact(4).zip(dst.chunks_exact_mut(3)) {
+            let a = px[3] / 255.0;
             if a <= 0.0 {
                 continue;
             }
             for c in 0..3 {
-                let e = (row[3 * x + c] + shift[c]).clamp(0.0, 255.0);
-                let p = f32::from(dst[3 * x + c]);
-                dst[3 * x + c] = (p + a * (e - p)).round().clamp(0.0, 255.0) as u8;
+                let e = (px[c] + shift[c]).clamp(0.0, 255.0);
+                let p = f32::from(d[c]);
+                d[c] = (p + a * (e - p)).round().clamp(0.0, 255.0) as u8;
             }
         }
     });

@@ -11,9 +11,10 @@ use crate::image::resample::Resampler;
 
 /// The long side by default (SD 1.5's training resolution).
 pub const DEFAULT_LONG_SIDE: usize = 512;
-/// Long sides a person may choose; above [`DEFAULT_LONG_SIDE`] memory grows with the square of
-/// the side (a 768 edit needs about 2.3× a 512 edit's activations).
-pub const LONG_SIDE_RANGE: std::ops::RangeInclusive<usize> = 256..=1024;
+/// Long sides accepted; above [`DEFAULT_LONG_SIDE`] memory grows with the square of the side
+/// (a 768 edit needs about 2.3× a 512 edit's activations), below it SD 1.5 loses detail (the
+/// page offers 384–768; small sides are for tests and previews on the tiny model).
+pub const LONG_SIDE_RANGE: std::ops::RangeInclusive<usize> = 64..=1024;
 /// The most pixels an edit runs at (1024×1024, latent 128×128: four times a 512×512 edit's
 /// activations). Larger sizes are refused up front instead of failing deep inside a GPU
 /// allocation.
@@ -210,7 +211,7 @@ mod tests {
             "640".parse::<WorkingSize>().unwrap(),
             WorkingSize::LongSide(640)
         );
-        for bad in ["500", "128", "2048", "big", ""] {
+        for bad in ["500", "56", "2048", "big", ""] {
             let e = bad.parse::<WorkingSize>().unwrap_err().to_string();
             assert!(e.contains("working"), "{bad}: {e}");
         }

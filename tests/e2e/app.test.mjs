@@ -166,6 +166,8 @@ async function prepareEdit(page) {
   // UNet pass): 4 DDIM steps (3 edited), one drag timestep with two supervision steps, a 2-step
   // LoRA at batch 1 and 64 px.
   const set = (key, value) => page.fill(`[data-key="${key}"]`, String(value));
+  // The test photo is 96×64: edit it at its own size (the default would enlarge it to 512).
+  await page.selectOption('#working-size', 'native');
   await page.click('#advanced summary');
   await set('n_inference_steps', 4);
   await set('drag_end_step', 1);

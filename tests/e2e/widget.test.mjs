@@ -67,6 +67,8 @@ test('two widgets share one engine, keep their styles to themselves, fire docume
   const fromA = await page.evaluate(async ({ model, FAST }) => {
     const el = document.getElementById('a');
     el.setAttribute('model-src', model);
+    // Edited at a 64-px long side (64×48), returned at the image's 80×64.
+    el.setAttribute('working-size', '64');
     el.config = FAST;
     const c = new OffscreenCanvas(80, 64);
     const g = c.getContext('2d');
@@ -89,19 +91,60 @@ test('two widgets share one engine, keep their styles to themselves, fire docume
   for (const phase of ['invert', 'reference', 'drag', 'denoise', 'decode']) assert.ok(fromA.phases.includes(phase), `${phase} in ${fromA.phases}`);
   await screenshot(page, 'widget-after-run');
 
-  // The JS API without any element, on the same model: no model request at all.
+  // The JS API without any element, on the same model (no model request at all), with a phone
+  // photo: a 4000×3000 JPEG stored sideways with EXIF orientation 6 (viewed 3000×4000), a mask
+  // and two pairs in upright pixels, edited at a 64-px long side (48×64). The result is the
+  // upright photo at its own size: byte for byte the decoded photo away from the mask, the edit
+  // inside it.
   const mark = requests.length;
   const api = await page.evaluate(async ({ model, FAST }) => {
     const { GoodDrag } = await import('/api.js');
+    const stored = new OffscreenCanvas(4000, 3000);
+    const g = stored.getContext('2d');
+    const grad = g.createLinearGradient(0, 0, 4000, 3000);
+    grad.addColorStop(0, '#234'); grad.addColorStop(1, '#c96');
+    g.fillStyle = grad; g.fillRect(0, 0, 4000, 3000);
+    g.fillStyle = '#fe8'; g.beginPath(); g.arc(1500, 1500, 500, 0, 7); g.fill();
+    const jpeg = new Uint8Array(await (await stored.convertToBlob({ type: 'image/jpeg', quality: 0.9 })).arrayBuffer());
+    // APP1 "Exif": a big-endian TIFF with one IFD entry, orientation (0x0112, SHORT) = 6.
+    const tiff = [0x4d, 0x4d, 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0];
+    const payload = [...new TextEncoder().encode('Exif'), 0, 0, ...tiff];
+    const app1 = [0xff, 0xe1, (payload.length + 2) >> 8, (payload.length + 2) & 255, ...payload];
+    const blob = new Blob([jpeg.subarray(0, 2), new Uint8Array(app1), jpeg.subarray(2)], { type: 'image/jpeg' });
+    // What a viewer shows: 3000×4000.
+    const bitmap = await createImageBitmap(blob, { imageOrientation: 'from-image' });
+    const [W, H] = [bitmap.width, bitmap.height];
+    const view = new OffscreenCanvas(W, H);
+    view.getContext('2d').drawImage(bitmap, 0, 0);
+    const shown = view.getContext('2d').getImageData(0, 0, W, H).data;
+    // Editable: the middle third of the upright photo.
+    const mask = new Uint8Array(W * H);
+    for (let y = 1500; y < 2500; y++) mask.fill(1, y * W + 1000, y * W + 2000);
     const gd = new GoodDrag({ modelSrc: model });
-    const img = new ImageData(64, 48);
-    for (let i = 0; i < img.data.length; i += 4) { img.data[i] = (i / 4) % 64 * 4; img.data[i + 1] = 90; img.data[i + 2] = 120; img.data[i + 3] = 255; }
     const seen = [];
-    const r = await gd.edit({ image: img, points: [[20, 24], [40, 24]], config: FAST, onProgress: (p) => seen.push(p.phase) });
-    return { width: r.width, height: r.height, rgb: r.rgb.length, newPoints: r.newPoints, seen: seen.length };
+    const r = await gd.edit({ image: blob, mask, size: 64, points: [[1300, 1800], [1700, 1800], [1500, 2200], [1500, 2400]], config: FAST, onProgress: (p) => seen.push(p.phase) });
+    let outsideDiffer = 0;
+    let insideDiffer = 0;
+    for (let y = 0; y < H; y += 7) {
+      for (let x = 0; x < W; x += 7) {
+        const i = y * W + x;
+        const same = r.rgb[3 * i] === shown[4 * i] && r.rgb[3 * i + 1] === shown[4 * i + 1] && r.rgb[3 * i + 2] === shown[4 * i + 2];
+        // The feather reaches 8 working pixels (500 photo pixels) beyond the mask, the
+        // enlargement one more.
+        const far = x < 300 || x >= 2700 || y < 800 || y >= 3200;
+        if (far && !same) outsideDiffer++;
+        if (mask[i] && !same) insideDiffer++;
+      }
+    }
+    return { W, H, width: r.width, height: r.height, rgb: r.rgb.length, working: [r.working.width, r.working.height, r.working.rgb.length], newPoints: r.newPoints, seen: seen.length, outsideDiffer, insideDiffer };
   }, { model, FAST });
-  assert.deepEqual([api.width, api.height, api.rgb], [64, 48, 64 * 48 * 3]);
-  assert.equal(api.newPoints.length, 2);
+  assert.deepEqual([api.W, api.H], [3000, 4000], 'the browser applies the EXIF orientation');
+  assert.deepEqual([api.width, api.height, api.rgb], [3000, 4000, 3000 * 4000 * 3], 'the result is the upright photo at its own size');
+  assert.deepEqual(api.working, [48, 64, 48 * 64 * 3]);
+  assert.equal(api.outsideDiffer, 0, 'away from the mask the result is the photo, byte for byte');
+  assert.ok(api.insideDiffer > 1000, `the edited region differs (${api.insideDiffer} samples)`);
+  assert.equal(api.newPoints.length, 4);
+  assert.deepEqual(api.newPoints[1], [1700, 1800], 'targets come back as given, in photo pixels');
   assert.ok(api.seen > 0);
   assert.deepEqual(requests.slice(mark).filter((u) => u.includes('/models/')), [], 'the second user of the model loads nothing');
 

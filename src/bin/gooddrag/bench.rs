@@ -40,7 +40,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "K/N")]
     shard: Option<Shard>,
     /// The size each sample is edited at: `native` (the dataset's own size, as the official
-    /// benchmark) or a long side in pixels (a multiple of 8 from 256 to 1024). DAI is scored at
+    /// benchmark) or a long side in pixels (a multiple of 8 from 64 to 1024). DAI is scored at
     /// the dataset's size either way (on the full-resolution composite when not native).
     #[arg(long, default_value = "native", value_name = "native|PIXELS")]
     size: WorkingSize,

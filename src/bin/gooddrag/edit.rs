@@ -37,7 +37,7 @@ pub struct EditArgs {
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
-    /// The size the edit runs at: a long side in pixels (a multiple of 8 from 256 to 1024;
+    /// The size the edit runs at: a long side in pixels (a multiple of 8 from 64 to 1024;
     /// more than 512 needs more memory and leaves SD 1.5's training resolution) or `native`
     /// (the photo's own size, as the official benchmark; refused over 1024×1024 pixels).
     /// `output_image.png` is the edit at this size, `output_full.png` the photo at its own size
