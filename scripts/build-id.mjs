@@ -1,6 +1,7 @@
 // Reads the build id from the engine's `gooddrag-build-id` custom section (build.rs) and writes
 // it as pkg/build-id.js, which the service worker (importScripts) and the engine worker (import)
-// load: `self.GOODDRAG_BUILD_ID = "…"`. Usage: node scripts/build-id.mjs ENGINE.wasm OUT.js
+// load: `self.GOODDRAG_BUILD_ID = "…"`. Usage: node scripts/build-id.mjs [--check] ENGINE.wasm OUT.js
+// (--check: verify instead of write).
 import fs from 'node:fs';
 
 /** The content of the custom section `name` of a wasm module, or null. */
@@ -29,12 +30,22 @@ export function customSection(bytes, name) {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const [wasm, out] = process.argv.slice(2);
+  const check = process.argv[2] === '--check';
+  const [wasm, out] = process.argv.slice(check ? 3 : 2);
   const id = customSection(fs.readFileSync(wasm), 'gooddrag-build-id');
   if (!id || !/^[0-9a-f]{16}$/.test(new TextDecoder().decode(id))) {
     console.error(`${wasm} has no gooddrag-build-id section`);
     process.exit(1);
   }
-  fs.writeFileSync(out, `self.GOODDRAG_BUILD_ID = ${JSON.stringify(new TextDecoder().decode(id))};\n`);
+  const text = `self.GOODDRAG_BUILD_ID = ${JSON.stringify(new TextDecoder().decode(id))};\n`;
+  if (check) {
+    // --check: the module still carries the id OUT.js names (wasm-opt kept the section).
+    if (fs.readFileSync(out, 'utf8') !== text) {
+      console.error(`${wasm} and ${out} disagree on the build id`);
+      process.exit(1);
+    }
+  } else {
+    fs.writeFileSync(out, text);
+  }
   console.log(`build id: ${new TextDecoder().decode(id)}`);
 }

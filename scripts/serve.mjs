@@ -94,7 +94,12 @@ export function resolvePath(urlPath, mounts) {
   return null;
 }
 
-/** Creates the server; `mounts` is a list of `{ prefix, dir }` with absolute dirs. */
+/**
+ * Creates the server; `mounts` is a list of `{ prefix, dir }` with absolute dirs. A mount may
+ * also behave like hosts the app meets on real networks: `ranges: false` answers every request
+ * with the whole file and 200 (a server without Range support), `status: 403` refuses every
+ * request (a gated model without a token).
+ */
 export function createStaticServer({ mounts, log = () => {} }) {
   return createServer(async (req, res) => {
     const send = (status, body, headers = {}) => {
@@ -105,6 +110,9 @@ export function createStaticServer({ mounts, log = () => {} }) {
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'method not allowed\n', { Allow: 'GET, HEAD' });
     let file = resolvePath(req.url, mounts);
     if (!file) return send(404, 'not found\n');
+    const mount = [...mounts].sort((x, y) => y.prefix.length - x.prefix.length)
+      .find(({ prefix }) => decodeURIComponent(req.url.split('?')[0]).startsWith(prefix));
+    if (mount?.status) return send(mount.status, `refused (${mount.status})\n`, { 'Content-Security-Policy': CSP });
     let stat;
     try {
       stat = await fs.stat(file);
@@ -118,7 +126,7 @@ export function createStaticServer({ mounts, log = () => {} }) {
     if (!stat.isFile()) return send(404, 'not found\n');
     const headers = {
       'Content-Type': MIME[path.extname(file).toLowerCase()] ?? 'application/octet-stream',
-      'Accept-Ranges': 'bytes',
+      'Accept-Ranges': mount?.ranges === false ? 'none' : 'bytes',
       'Cache-Control': 'no-cache',
       'Last-Modified': stat.mtime.toUTCString(),
       'Content-Security-Policy': CSP,
@@ -127,7 +135,7 @@ export function createStaticServer({ mounts, log = () => {} }) {
       'X-Content-Type-Options': 'nosniff',
       'Referrer-Policy': 'no-referrer',
     };
-    const range = parseRange(req.headers.range, stat.size);
+    const range = mount?.ranges === false ? null : parseRange(req.headers.range, stat.size);
     if (range === 'unsatisfiable') {
       return send(416, 'range not satisfiable\n', { 'Content-Range': `bytes */${stat.size}` });
     }

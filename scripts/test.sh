@@ -23,7 +23,9 @@ wait "$bindgen_pid" || bindgen_rc=$?
 cat "$bindgen_log"
 [ "$bindgen_rc" -eq 0 ] || { echo "wasm-bindgen-cli installation failed"; exit "$bindgen_rc"; }
 
-"$ROOT/scripts/build-web.sh"
+# --deploy: also dist/ (the static-host folder, name section stripped, size budget checked),
+# which the network browser test serves.
+"$ROOT/scripts/build-web.sh" --deploy
 phase "js: unit tests" node --test tests/js/
 export GOODDRAG_BIN="$CARGO_TARGET_DIR/debug/gooddrag"
 phase "browser: e2e tests" node --test --test-concurrency=1 tests/e2e/

@@ -3,7 +3,14 @@
 // SHA-256) or from files picked on disk. Chunks go to the GPU one at a time, so the model never
 // sits in memory whole. A reload continues from the first chunk not yet cached; a cached chunk
 // whose hash no longer matches is fetched again; when storage runs out the model still loads
-// (from the network, uncached) and the caller is told.
+// (from the network, uncached) and the caller is told; so does it where the browser allows no
+// storage at all (private windows, blocked site data). A download writes its model record
+// first, so a partial one is listed (with its size), resumable and deletable.
+//
+// Over a real network: a server that ignores Range is detected from the status before any body
+// is read (never 1.7 GB to get an 8-byte header); 4xx answers are not retried and say what
+// they mean (401/403: a token or a gated model, 404: no such file); a request the browser
+// blocks (CORS, or a Content-Security-Policy without the host in connect-src) says so.
 
 import { sha256Hex, fileKey, modelFileList } from './weights-plan.js';
 
@@ -50,10 +57,45 @@ async function put(store, value, key) {
   return done;
 }
 
-/** Cached models: [{ id, label, bytes, complete, updatedAt }]. */
+/** Cached models: [{ id, label, bytes, complete, updatedAt }]; none where storage is unavailable. */
 export async function listModels() {
-  const db = await openDb();
+  let db;
+  try { db = await openDb(); } catch { return []; }
   return request(db.transaction('models').objectStore('models').getAll());
+}
+
+/** Whether IndexedDB can be used here (it throws or fails to open in private windows and when
+ * the user blocks site data). */
+async function storageAvailable() {
+  try {
+    await openDb();
+    return true;
+  } catch {
+    dbPromise = null;
+    return false;
+  }
+}
+
+// URLs the Content-Security-Policy blocked (a blocked fetch looks like any network failure).
+const cspBlocked = new Set();
+self.addEventListener?.('securitypolicyviolation', (e) => { if (e.blockedURI) cspBlocked.add(new URL(e.blockedURI, self.location?.href).origin); });
+
+/** Reads at most `limit` bytes of a response body; null if the body is longer (then cancelled). */
+async function readAtMost(res, limit) {
+  const reader = res.body.getReader();
+  const parts = [];
+  let length = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    length += value.byteLength;
+    if (length > limit) { await reader.cancel(); return null; }
+    parts.push(value);
+  }
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.byteLength; }
+  return out.buffer;
 }
 
 /** Deletes a cached model and every chunk of its files. */
@@ -71,22 +113,51 @@ export async function deleteModel(id) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** A file of a URL-prefix source. Retries network failures (a dropped connection) with backoff. */
+/** A file of a URL-prefix source. Retries what may pass on a retry (a dropped connection, 5xx,
+ * 408, 429) with backoff; a refusal (other 4xx) is reported at once. */
 function urlFile(url, signal) {
   const fetchOk = async (init) => {
     let last;
+    let blocked = false;
     for (let attempt = 0; attempt < 4; attempt++) {
       if (signal?.aborted) throw new DOMException('The download was cancelled.', 'AbortError');
+      let res;
       try {
-        const res = await fetch(url, { ...init, signal, credentials: 'omit', referrerPolicy: 'no-referrer' });
-        if (res.status === 404) return null;
-        if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
-        return res;
+        res = await fetch(url, { ...init, signal, credentials: 'omit', referrerPolicy: 'no-referrer' });
       } catch (e) {
         if (e.name === 'AbortError') throw e;
+        // A TypeError without a response: offline, DNS, a reset connection — or a request the
+        // browser blocked (CORS, CSP), which it does not tell scripts apart.
         last = e;
+        blocked = e instanceof TypeError;
+        if (cspBlocked.has(new URL(url).origin)) break;
         await sleep(300 * 2 ** attempt);
+        continue;
       }
+      if (res.status === 404) return null;
+      if (res.status === 401 || res.status === 403) {
+        res.body?.cancel();
+        throw new Error(`${url} answered ${res.status}: this model needs a Hugging Face token or is gated (accept its licence on huggingface.co), or the server refuses this page. Use another source, or download the folder and pick it from disk.`);
+      }
+      if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
+        res.body?.cancel();
+        throw new Error(`${url} answered ${res.status}: the server refused the request (not retried).`);
+      }
+      if (!res.ok) {
+        res.body?.cancel();
+        last = new Error(`HTTP ${res.status}`);
+        blocked = false;
+        await sleep(300 * 2 ** attempt);
+        continue;
+      }
+      return res;
+    }
+    const origin = new URL(url).origin;
+    if (cspBlocked.has(origin)) {
+      throw new Error(`This page's Content-Security-Policy does not allow ${origin}: add it to connect-src (in the page's <meta http-equiv="Content-Security-Policy"> and the server's header) to load models from there.`);
+    }
+    if (blocked && (self.navigator?.onLine ?? true)) {
+      throw new Error(`Could not reach ${url}: the browser blocked the request or the host is unreachable. If the host is up, it must allow this page to read it (CORS: Access-Control-Allow-Origin) and be listed in the page's Content-Security-Policy connect-src. Finished chunks are kept.`);
     }
     throw new Error(`Could not download ${url} (${last?.message ?? 'network error'}). Check the connection and press Load again: finished chunks are kept.`);
   };
@@ -99,9 +170,17 @@ function urlFile(url, signal) {
     async range(start, end) {
       const res = await fetchOk({ headers: { Range: `bytes=${start}-${end - 1}` } });
       if (!res) return null;
-      const buf = await res.arrayBuffer();
-      if (res.status !== 206 && !(start === 0 && buf.byteLength === end)) {
-        throw new Error(`${url}: the server ignored the Range request (status ${res.status}); weights need a server with HTTP Range support.`);
+      let buf;
+      if (res.status === 206) {
+        buf = await res.arrayBuffer();
+      } else {
+        // The server ignored the Range header and is sending the whole file: accept it only when
+        // the whole file is what was asked for, never read further.
+        const whole = start === 0 ? await readAtMost(res, end) : (res.body?.cancel(), null);
+        if (whole === null || whole.byteLength !== end) {
+          throw new Error(`${url}: the server ignored the Range request (it answered ${res.status} with the whole file), so the weights cannot be read in chunks; nothing more was downloaded. Serve the model from a server with HTTP Range support (Hugging Face, a CDN, most static servers).`);
+        }
+        buf = whole;
       }
       const total = Number(res.headers.get('Content-Range')?.split('/')[1] ?? NaN);
       return { bytes: buf.slice(0, end - start), total };
@@ -127,7 +206,11 @@ function localFile(file) {
  * onEvent({ type: 'download', file, done, total, rate, eta, cached }) / ({ type: 'warning', message }).
  */
 export async function loadModel(engine, source, { onEvent = () => {}, signal } = {}) {
-  const cacheable = source.kind === 'url';
+  let cacheable = source.kind === 'url';
+  if (cacheable && !(await storageAvailable())) {
+    cacheable = false;
+    onEvent({ type: 'warning', message: 'This browser does not let the page store data (a private window, or site data blocked): the model loads from the network without being saved, and is downloaded again next time.' });
+  }
   let cacheOff = !cacheable;
   const open = (rel) => {
     if (source.kind === 'files') return localFile(source.files[rel]);
@@ -157,7 +240,7 @@ export async function loadModel(engine, source, { onEvent = () => {}, signal } =
       text = await open(rel).text();
       if (text !== null) await store('files', { text }, keyOf(rel));
     }
-    if (text === null && required) throw new Error(`The model source has no ${rel}: it must be a diffusers Stable Diffusion folder.`);
+    if (text === null && required) throw new Error(`The model source has no ${rel} (no such file at ${open(rel).name}): it must be a diffusers Stable Diffusion folder.`);
     texts[rel] = text ?? undefined;
   }
   engine.beginModel({
@@ -194,6 +277,11 @@ export async function loadModel(engine, source, { onEvent = () => {}, signal } =
     files.push({ part, rel: found.rel, plan, length: meta.length });
   }
   const total = files.reduce((s, f) => s + f.length, 0);
+  // The model record first: an interrupted download is listed (and deletable) with its size.
+  const record = { id: source.id, label: source.label, files: [...modelFileList().text.map((t) => keyOf(t.rel)), ...files.map((f) => keyOf(f.rel))], bytes: total };
+  if (cacheable && !cacheOff && !(await get('models', source.id))?.complete) {
+    await store('models', { ...record, complete: false, updatedAt: Date.now() });
+  }
   let done = 0;
   let downloaded = 0;
   const started = performance.now();
@@ -228,7 +316,7 @@ export async function loadModel(engine, source, { onEvent = () => {}, signal } =
   }
   engine.finishModel();
   if (cacheable && !cacheOff) {
-    await store('models', { id: source.id, label: source.label, files: [...modelFileList().text.map((t) => keyOf(t.rel)), ...files.map((f) => keyOf(f.rel))], bytes: total, complete: true, updatedAt: Date.now() });
+    await store('models', { ...record, complete: true, updatedAt: Date.now() });
   }
   return { bytes: total, downloaded, cached: cacheable && !cacheOff };
 }

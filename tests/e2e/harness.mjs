@@ -2,7 +2,7 @@
 // playwright-core (headless, SwiftShader WebGPU — no GPU needed), console and request capture,
 // and screenshots under test-output/screenshots/.
 
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,8 +35,17 @@ export const WEBGPU_FLAGS = [
 ];
 
 /** Starts the app server; returns `{ url, close }`. */
-export async function startServer(extraMounts = []) {
-  const { server, url } = await listen(createStaticServer({ mounts: [...appMounts(ROOT), ...extraMounts] }));
+/**
+ * Serves the app (www/ and pkg/, or with `deploy` the static-host folder dist/ that
+ * `scripts/build-web.sh --deploy` writes) plus `extraMounts`.
+ */
+export async function startServer(extraMounts = [], { deploy = false } = {}) {
+  const dist = path.join(ROOT, 'dist');
+  if (deploy && !existsSync(path.join(dist, 'pkg', 'gooddrag_bg.wasm'))) {
+    throw new Error('dist/ is missing: run scripts/build-web.sh --deploy first (scripts/test.sh does).');
+  }
+  const app = deploy ? [{ prefix: '/', dir: dist }, { prefix: '/pkg/', dir: path.join(dist, 'pkg') }] : appMounts(ROOT);
+  const { server, url } = await listen(createStaticServer({ mounts: [...app, ...extraMounts] }));
   return { url, close: () => new Promise((r) => server.close(r)) };
 }
 
@@ -51,8 +60,14 @@ export const INSECURE_HOST = 'gooddrag.test';
  * Launches headless Chromium with a fresh profile. `webgpu`: true gives a SwiftShader adapter;
  * false leaves WebGPU's unsafe switch off, so the API exists but offers no adapter.
  */
-export async function launch({ webgpu = true } = {}) {
+export async function launch({ webgpu = true, blockSiteData = false } = {}) {
   const profile = mkdtempSync(path.join(tmpdir(), 'gooddrag-chromium-'));
+  if (blockSiteData) {
+    // The browser setting "Block sites from saving data" (content setting cookies = block),
+    // which also denies IndexedDB, as private windows of some browsers do.
+    mkdirSync(path.join(profile, 'Default'), { recursive: true });
+    writeFileSync(path.join(profile, 'Default', 'Preferences'), JSON.stringify({ profile: { default_content_setting_values: { cookies: 2 } } }));
+  }
   const args = [...BASE_FLAGS, `--host-resolver-rules=MAP ${INSECURE_HOST} 127.0.0.1`];
   if (webgpu) args.push(...WEBGPU_FLAGS);
   const browser = await chromium.launchPersistentContext(profile, {
