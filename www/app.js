@@ -8,7 +8,7 @@ import { EditState, rgbaToRgb, rgbToRgba } from './edit-state.js';
 import { CanvasView } from './canvas-view.js';
 import { DEFAULT_SOURCE, relativePaths, urlSource } from './weights-plan.js';
 import { encodeGif } from './gif.js';
-import { flattenConfig, unflattenConfig } from './config-form.js';
+import { SETTING_GROUPS, describeSetting, flattenConfig, unflattenConfig } from './config-form.js';
 import { workingSize } from './api.js';
 
 const $ = (id) => document.getElementById(id);
@@ -23,6 +23,17 @@ let state = null; // EditState of the open photo
 let photo = null; // { bitmap, rgb, width, height, name }
 let result = null; // { rgb, width, height, previews: [{ width, height, rgb }] }
 let presetDefaults = null;
+// Whether this engine has finished a run: before that, the first UNet pass compiles every GPU
+// program (minutes on a slow or software GPU) and no step can report progress.
+let engineWarm = false;
+let lastProgressAt = 0;
+// Cancel first asks the engine to stop between two steps; a step that does not end within
+// CANCEL_GRACE_MS (the first one compiles the GPU programs and cannot be interrupted) is stopped
+// by restarting the engine: the model reloads from this browser's storage, the photo, mask and
+// points stay.
+const CANCEL_GRACE_MS = 3000;
+let cancelTimer = null;
+let forcedStop = false;
 
 function setState(s) { app.dataset.state = s; }
 
@@ -69,6 +80,9 @@ async function restartEngine() {
   client = new EngineClient();
   unsubscribe = client.onEvent(onEngineEvent);
   running = false;
+  engineWarm = false;
+  modelReady = false;
+  updateRunButton();
   try {
     adapter = await client.call('init');
     showAdapter(adapter);
@@ -130,9 +144,14 @@ $('default-label').textContent = DEFAULT_SOURCE.label;
 
 async function showStorage() {
   if (!navigator.storage?.estimate) return;
-  const { usage = 0, quota = 0 } = await navigator.storage.estimate();
-  const persisted = (await navigator.storage.persisted?.()) ? 'kept until you delete it' : 'may be evicted under storage pressure';
-  $('storage').textContent = `Storage: ${formatBytes(usage)} used of ${formatBytes(quota)} available to this site (${persisted}).`;
+  try {
+    const { usage = 0, quota = 0 } = await navigator.storage.estimate();
+    const persisted = (await navigator.storage.persisted?.()) ? 'kept until you delete it' : 'may be evicted under storage pressure';
+    $('storage').textContent = `Storage: ${formatBytes(usage)} used of ${formatBytes(quota)} available to this site (${persisted}).`;
+  } catch {
+    // Site data blocked: the loader says so when a model loads.
+    $('storage').textContent = 'Storage: this browser does not let the page store data; models are not kept.';
+  }
 }
 
 async function refreshCached() {
@@ -145,7 +164,7 @@ async function refreshCached() {
   list.replaceChildren(...models.map((m) => {
     const li = document.createElement('li');
     li.dataset.id = m.id;
-    li.append(`${m.label} — ${formatBytes(m.bytes)} `);
+    li.append(`${m.label} — ${formatBytes(m.bytes)}${m.complete ? '' : ' (partial download: Load resumes it)'} `);
     const del = Object.assign(document.createElement('button'), { type: 'button', textContent: 'Delete', className: 'small' });
     del.addEventListener('click', async () => {
       await client.call('deleteModel', { id: m.id });
@@ -188,6 +207,7 @@ $('load-model').addEventListener('click', async () => {
   let source;
   try { source = chosenSource(); } catch (e) { showError(e.message); return; }
   $('model-warning').hidden = true;
+  $('model-progress').hidden = true;
   $('load-model').disabled = true;
   $('cancel-load').hidden = false;
   $('model-status').textContent = 'Loading the model…';
@@ -222,7 +242,7 @@ $('restart-engine').addEventListener('click', restartEngine);
 // ---------------------------------------------------------------------------------------------
 
 const tool = () => document.querySelector('input[name="tool"]:checked').value;
-const view = new CanvasView($('canvas'), () => ({ state, tool: tool(), brush: Number($('brush-size').value), locked: running }), () => onEdited());
+const view = new CanvasView($('canvas'), () => ({ state, tool: tool(), brush: Number($('brush-size').value), locked: running }), () => onEdited(), (text) => { $('point-status').textContent = text; });
 
 function onEdited() {
   if (!state) return;
@@ -302,21 +322,36 @@ document.addEventListener('keydown', (e) => {
 
 async function applyPreset(name) {
   presetDefaults = await client.call('presetConfig', { name });
-  const fields = $('advanced-fields');
-  fields.replaceChildren();
+  // One fieldset per phase, each field with a readable label, its unit or range and a hint;
+  // the input keeps the official field name as data-key (and as its tooltip).
+  const groups = new Map(SETTING_GROUPS.map((g) => {
+    const fs = document.createElement('fieldset');
+    fs.className = 'settings-group';
+    fs.append(Object.assign(document.createElement('legend'), { textContent: g }));
+    return [g, fs];
+  }));
   for (const { key, value } of flattenConfig(presetDefaults)) {
     if (key === 'prompt') continue;
-    const label = document.createElement('label');
-    label.className = 'field';
+    const about = describeSetting(key);
+    const id = `setting-${key.replace('.', '-')}`;
     const input = document.createElement(typeof value === 'string' && key === 'patch_weight' ? 'select' : 'input');
     input.dataset.key = key;
+    input.id = id;
+    input.title = key;
     if (typeof value === 'boolean') { input.type = 'checkbox'; input.checked = value; }
     else if (typeof value === 'number') { input.type = 'number'; input.step = 'any'; input.value = String(value); }
     else if (input.tagName === 'SELECT') { input.append(new Option('two-r', 'two-r'), new Option('two-r-plus-one', 'two-r-plus-one')); input.value = value; }
     else { input.type = 'text'; input.value = String(value); }
-    label.append(key, input);
-    fields.append(label);
+    const row = document.createElement('div');
+    row.className = 'setting';
+    const label = Object.assign(document.createElement('label'), { htmlFor: id, textContent: about.label });
+    const unit = Object.assign(document.createElement('span'), { className: 'unit', textContent: about.unit ?? '' });
+    const hint = Object.assign(document.createElement('p'), { className: 'hint', id: `${id}-hint`, textContent: about.hint });
+    input.setAttribute('aria-describedby', hint.id);
+    row.append(label, input, unit, hint);
+    groups.get(about.group).append(row);
   }
+  $('advanced-fields').replaceChildren(...[...groups.values()].filter((fs) => fs.children.length > 1));
 }
 
 function currentConfig() {
@@ -351,6 +386,7 @@ function resetPhases() {
     li.dataset.phase = id;
     li.innerHTML = `<span class="phase-label"></span> <progress max="1" value="0"></progress> <span class="phase-text"></span>`;
     li.querySelector('.phase-label').textContent = label;
+    li.querySelector('progress').setAttribute('aria-label', label);
     return li;
   }));
   $('previews').replaceChildren();
@@ -368,6 +404,7 @@ let previews = [];
 
 function onProgress(p) {
   app.dataset.lastProgress = p.phase;
+  lastProgressAt = performance.now();
   switch (p.phase) {
     case 'lora': setPhase('lora', p.step / p.of, `step ${p.step}/${p.of}, loss ${p.loss.toFixed(4)}`); break;
     case 'invert': setPhase('lora', 1); setPhase('invert', p.step / p.of, `${p.step}/${p.of}`); break;
@@ -404,6 +441,7 @@ $('run-edit').addEventListener('click', async () => {
   resetPhases();
   previews = [];
   setState('running');
+  forcedStop = false;
   const request = {
     width: photo.width,
     height: photo.height,
@@ -414,15 +452,31 @@ $('run-edit').addEventListener('click', async () => {
     size: workingSize($('working-size').value),
   };
   const started = performance.now();
+  lastProgressAt = started;
+  // Never a silent wait: elapsed time, and what the engine is doing when no step reports.
+  const tick = () => {
+    const now = performance.now();
+    const quiet = (now - lastProgressAt) / 1000;
+    let what = '';
+    if (!engineWarm && quiet > 2) what = ' Preparing GPU programs (the first run only; minutes on a slow GPU)…';
+    else if (quiet > 10) what = ` No step has finished for ${formatDuration(quiet)}.`;
+    $('run-activity').textContent = `${formatDuration((now - started) / 1000)} elapsed.${what}`;
+  };
+  tick();
+  const ticker = setInterval(tick, 1000);
   try {
     const r = await client.call('edit', { request });
+    engineWarm = true;
     result = { ...r, previews: previews.slice() };
     for (const hit of r.cacheHits) setPhase(hit === 'lora' ? 'lora' : 'invert', 1, 'reused from the last edit of this photo');
     showResult(r, (performance.now() - started) / 1000);
     $('run-status').textContent = `Done in ${formatDuration((performance.now() - started) / 1000)}${r.cacheHits.length ? ` (reused: ${r.cacheHits.join(', ')})` : ''}.`;
     setState('done');
   } catch (e) {
-    if (e.kind === 'cancelled') {
+    if (forcedStop) {
+      $('run-status').textContent = 'Cancelled. The engine was restarted to stop the running step; the model reloads from this browser\'s storage and your photo, mask and points stay.';
+      setState('cancelled');
+    } else if (e.kind === 'cancelled') {
       $('run-status').textContent = 'Cancelled. The model stays loaded; run again when ready.';
       setState('cancelled');
     } else {
@@ -431,6 +485,9 @@ $('run-edit').addEventListener('click', async () => {
       setState(e.kind === 'crashed' ? 'error' : 'edit-error');
     }
   } finally {
+    clearInterval(ticker);
+    clearTimeout(cancelTimer);
+    $('run-activity').textContent = '';
     running = false;
     view.liveHandles = null;
     view.draw();
@@ -439,7 +496,18 @@ $('run-edit').addEventListener('click', async () => {
   }
 });
 
-$('cancel-edit').addEventListener('click', () => { $('run-status').textContent = 'Cancelling…'; client.call('cancel'); });
+$('cancel-edit').addEventListener('click', () => {
+  $('run-status').textContent = 'Cancelling…';
+  client.call('cancel');
+  clearTimeout(cancelTimer);
+  cancelTimer = setTimeout(() => {
+    if (!running) return;
+    // The running step did not yield: stop the engine (the pending edit rejects at once).
+    forcedStop = true;
+    $('run-status').textContent = 'Cancelling: restarting the engine…';
+    restartEngine();
+  }, CANCEL_GRACE_MS);
+});
 
 // ---------------------------------------------------------------------------------------------
 // Result

@@ -1,5 +1,8 @@
-// The editing canvas: draws the photo, the mask overlay and the points (red handle, blue target,
-// white arrow), and turns pointer input into EditState changes for the current tool.
+// The editing canvas: draws the photo, the mask overlay and the points (handles: red discs,
+// targets: blue squares — told apart by shape, not only colour; white arrow), and turns pointer
+// and keyboard input into EditState changes for the current tool. Keyboard (the canvas is
+// focusable): [ and ] select the previous / next point, the arrow keys move it (Shift: 10 px),
+// Delete or Backspace removes its pair; `onSelect` announces the selection.
 
 import { clientToImage } from './edit-state.js';
 
@@ -9,8 +12,13 @@ export class CanvasView {
    * @param {() => {state: import('./edit-state.js').EditState, tool: string, brush: number, locked: boolean}} ctx
    * @param {() => void} onChange called after every edit
    */
-  constructor(canvas, ctx, onChange) {
+  constructor(canvas, ctx, onChange, onSelect = () => {}) {
     this.canvas = canvas;
+    this.onSelect = onSelect;
+    canvas.tabIndex = 0;
+    canvas.setAttribute('role', 'application');
+    canvas.setAttribute('aria-label', 'Photo. Click to add a handle, then its target. Keys: [ and ] select a point, arrows move it (Shift: 10 pixels), Delete removes its pair.');
+    canvas.addEventListener('keydown', (e) => this.#key(e));
     this.ctx2d = canvas.getContext('2d');
     this.context = ctx;
     this.onChange = onChange;
@@ -86,6 +94,38 @@ export class CanvasView {
     this.draw();
   }
 
+  #key(e) {
+    const { state, locked } = this.context();
+    if (locked || !this.image || !state.points.length) return;
+    const n = state.points.length;
+    const step = e.shiftKey ? 10 : 1;
+    const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+    if (e.key === ']' || e.key === '[') {
+      this.selected = e.key === ']' ? (this.selected + 1) % n : (this.selected - 1 + n) % n;
+    } else if (moves[e.key] && this.selected >= 0) {
+      state.nudgePoint(this.selected, ...moves[e.key]);
+    } else if ((e.key === 'Delete' || e.key === 'Backspace') && this.selected >= 0) {
+      state.deletePair(this.selected);
+      this.selected = -1;
+    } else {
+      return;
+    }
+    e.preventDefault();
+    e.stopPropagation();
+    this.draw();
+    this.onChange();
+    this.onSelect(this.describeSelection());
+  }
+
+  /** The selected point in words, for screen readers (and tests). */
+  describeSelection() {
+    const { state } = this.context();
+    const p = state.points[this.selected];
+    if (!p) return 'No point selected.';
+    const kind = this.selected % 2 === 0 ? 'Handle' : 'Target';
+    return `${kind} ${Math.floor(this.selected / 2) + 1} of ${Math.ceil(state.points.length / 2)} at x ${p.x}, y ${p.y}.`;
+  }
+
   #up() {
     if (!this.drag) return;
     const { state } = this.context();
@@ -120,7 +160,7 @@ export class CanvasView {
     const r = Math.max(3, 5 * scale);
     const pts = state.points;
     for (let i = 0; i + 1 < pts.length; i += 2) arrow(g, pts[i], pts[i + 1], Math.max(1.5, 2 * scale));
-    pts.forEach((p, i) => dot(g, p, r, i % 2 === 0 ? '#e53935' : '#1e63e9', i === this.selected));
+    pts.forEach((p, i) => (i % 2 === 0 ? dot : square)(g, p, r, i % 2 === 0 ? '#e53935' : '#1e63e9', i === this.selected));
     if (this.liveHandles) {
       for (const [x, y] of this.liveHandles) dot(g, { x, y }, r * 0.8, '#ffeb3b', false);
     }
@@ -130,6 +170,16 @@ export class CanvasView {
 function dot(g, p, r, color, selected) {
   g.beginPath();
   g.arc(p.x, p.y, r, 0, Math.PI * 2);
+  g.fillStyle = color;
+  g.fill();
+  g.lineWidth = selected ? r * 0.6 : r * 0.25;
+  g.strokeStyle = selected ? '#fff' : '#0008';
+  g.stroke();
+}
+
+function square(g, p, r, color, selected) {
+  g.beginPath();
+  g.rect(p.x - r, p.y - r, 2 * r, 2 * r);
   g.fillStyle = color;
   g.fill();
   g.lineWidth = selected ? r * 0.6 : r * 0.25;

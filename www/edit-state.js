@@ -62,6 +62,15 @@ export class EditState {
     this.points[i] = this.clamp(x, y);
   }
 
+  /** Moves point `i` by (dx, dy) pixels as one undoable change (keyboard nudges). */
+  nudgePoint(i, dx, dy) {
+    if (i < 0 || i >= this.points.length) return;
+    const before = this.snapshot();
+    const p = this.points[i];
+    this.points[i] = this.clamp(p.x + dx, p.y + dy);
+    this.commit(before);
+  }
+
   /** Deletes the pair containing point `i` (or the lone handle). */
   deletePair(i) {
     if (i < 0 || i >= this.points.length) return;

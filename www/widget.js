@@ -25,7 +25,7 @@ const TEMPLATE = `
       <button type="button" class="cancel" hidden>Cancel</button>
     </div>
     <div class="stage"><canvas class="canvas"></canvas><p class="empty">No image</p></div>
-    <progress class="progress" max="1" value="0" hidden></progress>
+    <progress class="progress" max="1" value="0" aria-label="Edit progress" hidden></progress>
     <p class="status" aria-live="polite"></p>
   </div>`;
 

@@ -144,3 +144,40 @@ test('durations read naturally', () => {
   assert.equal(formatDuration(3700), '1 h 1 min');
   assert.equal(formatDuration(Infinity), 'unknown');
 });
+
+test('every DragConfig and LoraConfig field has a readable label, group and hint', async () => {
+  const { SETTINGS, SETTING_GROUPS, describeSetting } = await import('../../www/config-form.js');
+  const fs = await import('node:fs');
+  const fields = (file, struct) => {
+    const src = fs.readFileSync(new URL(`../../${file}`, import.meta.url), 'utf8');
+    const body = src.slice(src.indexOf(`pub struct ${struct} {`)).split('\n}')[0];
+    return [...body.matchAll(/^\s+pub (\w+):/gm)].map((m) => m[1]);
+  };
+  const keys = [
+    ...fields('src/drag/config.rs', 'DragConfig').filter((k) => k !== 'prompt' && k !== 'lora'),
+    ...fields('src/lora/train.rs', 'LoraConfig').map((k) => `lora.${k}`),
+  ];
+  assert.ok(keys.length > 25, keys.join(', '));
+  for (const key of keys) {
+    const s = SETTINGS[key];
+    assert.ok(s, `${key} has a description`);
+    assert.ok(SETTING_GROUPS.includes(s.group) && s.group !== 'Other', key);
+    assert.ok(s.label && s.label !== key && s.hint.length > 10, key);
+  }
+  assert.deepEqual(Object.keys(SETTINGS).sort(), [...keys].sort(), 'no description of a field that no longer exists');
+  assert.equal(describeSetting('new_field').label, 'new_field');
+});
+
+test('a keyboard nudge moves one point, stays inside the image and undoes in one step', () => {
+  const s = new EditState(20, 10);
+  s.addPoint(5, 5);
+  s.addPoint(15, 5);
+  s.nudgePoint(0, 1, 0);
+  assert.deepEqual(s.points[0], { x: 6, y: 5 });
+  s.nudgePoint(1, 10, 10);
+  assert.deepEqual(s.points[1], { x: 19, y: 9 }, 'clamped to the image');
+  s.undo();
+  assert.deepEqual(s.points[1], { x: 15, y: 5 });
+  s.nudgePoint(7, 1, 1);
+  assert.equal(s.points.length, 2);
+});
