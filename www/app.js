@@ -498,7 +498,8 @@ $('run-edit').addEventListener('click', async () => {
 
 $('cancel-edit').addEventListener('click', () => {
   $('run-status').textContent = 'Cancelling…';
-  client.call('cancel');
+  // Rejected when the engine is restarted below: nothing to report then.
+  client.call('cancel').catch(() => {});
   clearTimeout(cancelTimer);
   cancelTimer = setTimeout(() => {
     if (!running) return;
