@@ -4,6 +4,10 @@
 //! [`Models::frozen`] marks loaded networks as not trainable. The CLI loads weight files
 //! from a folder ([`Models::load_dir`]); the worker streams chunks from IndexedDB into the same
 //! networks (docs/ARCHITECTURE.md §7).
+//!
+//! Prompt embeddings are cached while the model stays loaded ([`PromptCache`]): the text encoder
+//! runs once per distinct prompt (the empty one included), not once per edit or per benchmark
+//! sample.
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
@@ -30,6 +34,47 @@ pub struct Models {
     pub scheduler: DdimSchedulerConfig,
     /// The device everything lives on (autodiff, so the drag can differentiate).
     pub device: Device,
+    /// Embeddings of the prompts this model encoded last.
+    pub prompts: PromptCache,
+}
+
+/// The last [`PromptCache::CAPACITY`] prompts' CLIP embeddings (least recently used evicted),
+/// and how often the text encoder actually ran.
+#[derive(Default)]
+pub struct PromptCache {
+    entries: std::sync::Mutex<Vec<(String, Tensor<3>)>>,
+    encoder_runs: std::sync::atomic::AtomicUsize,
+}
+
+impl PromptCache {
+    /// Prompts kept (each `[1, 77, 768]` f32: 231 KB at SD 1.5's width).
+    pub const CAPACITY: usize = 8;
+
+    /// How many times the text encoder ran for this model.
+    pub fn encoder_runs(&self) -> usize {
+        self.encoder_runs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The cached embedding of `prompt`, made most recent.
+    fn get(&self, prompt: &str) -> Option<Tensor<3>> {
+        let mut entries = self.entries.lock().ok()?;
+        let i = entries.iter().position(|(p, _)| p == prompt)?;
+        let hit = entries.remove(i);
+        let value = hit.1.clone();
+        entries.push(hit);
+        Some(value)
+    }
+
+    fn insert(&self, prompt: &str, value: Tensor<3>) {
+        self.encoder_runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= Self::CAPACITY {
+                entries.remove(0);
+            }
+            entries.push((prompt.to_string(), value));
+        }
+    }
 }
 
 /// The small files of a diffusers model folder, as text: what the networks are built from.
@@ -77,15 +122,22 @@ impl Models {
             )?,
             scheduler,
             device,
+            prompts: PromptCache::default(),
         })
     }
 
-    /// Prompt → CLIP last hidden state `[1, 77, d]`.
+    /// Prompt → CLIP last hidden state `[1, 77, d]` (detached), from the cache when this
+    /// prompt was encoded recently.
     pub fn embed_prompt(&self, prompt: &str) -> Result<Tensor<3>> {
+        if let Some(hit) = self.prompts.get(prompt) {
+            return Ok(hit);
+        }
         let ids = self
             .tokenizer
             .encode_padded(prompt, self.tokenizer.model_max_length());
-        self.text_encoder.forward(&[ids])
+        let value = self.text_encoder.forward(&[ids])?.detach();
+        self.prompts.insert(prompt, value.clone());
+        Ok(value)
     }
 
     /// The model once `unet`, `vae` and `text_encoder` hold their loaded weights: none of the
@@ -98,6 +150,7 @@ impl Models {
             tokenizer: self.tokenizer,
             scheduler: self.scheduler,
             device: self.device,
+            prompts: PromptCache::default(),
         }
     }
 }

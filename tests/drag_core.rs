@@ -479,6 +479,48 @@ fn re_edit_reuses_the_lora_and_the_inversion_with_the_same_result() {
     config.inversion_strength = 0.7;
     let (_, hits) = run(&mut m, &mut cache, &config);
     assert_eq!(hits, ["lora"]);
+    // Three edits with one prompt: the text encoder ran once.
+    assert_eq!(m.prompts.encoder_runs(), 1);
+}
+
+#[test]
+fn prompt_embeddings_are_encoded_once_and_the_least_recent_is_evicted() {
+    let device = device::cpu().0;
+    let m = models(&device);
+    let empty = m.embed_prompt("").unwrap();
+    let again = m.embed_prompt("").unwrap();
+    assert_eq!(m.prompts.encoder_runs(), 1);
+    assert_eq!(
+        empty.into_data().try_to_vec::<f32>().unwrap(),
+        again.into_data().try_to_vec::<f32>().unwrap()
+    );
+    let cat = m.embed_prompt("a cat").unwrap();
+    assert_eq!(m.prompts.encoder_runs(), 2);
+    assert_ne!(
+        cat.into_data().try_to_vec::<f32>().unwrap(),
+        m.embed_prompt("")
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    );
+    // "" was used last; 7 more prompts fill the cache of 8, evicting "a cat" first.
+    for i in 0..7 {
+        m.embed_prompt(&format!("prompt {i}")).unwrap();
+    }
+    assert_eq!(m.prompts.encoder_runs(), 9);
+    m.embed_prompt("").unwrap();
+    assert_eq!(
+        m.prompts.encoder_runs(),
+        9,
+        "the empty prompt is still cached"
+    );
+    m.embed_prompt("a cat").unwrap();
+    assert_eq!(
+        m.prompts.encoder_runs(),
+        10,
+        "the least recently used prompt was evicted"
+    );
 }
 
 #[test]

@@ -116,6 +116,7 @@ pub fn begin_model(files: JsValue) -> Result<(), JsValue> {
         tokenizer,
         scheduler,
         device,
+        prompts: _,
     } = models;
     CACHE.with_borrow_mut(EditCache::clear);
     MODEL.set(ModelState::Loading(Box::new(Loading {
@@ -272,6 +273,7 @@ pub fn finish_model() -> Result<(), JsValue> {
             tokenizer: l.tokenizer.clone(),
             scheduler: l.scheduler.clone(),
             device: l.device.clone(),
+            prompts: Default::default(),
         }
         .frozen())
     })?;
