@@ -157,7 +157,8 @@ function urlFile(url, signal) {
       throw new Error(`This page's Content-Security-Policy does not allow ${origin}: add it to connect-src (in the page's <meta http-equiv="Content-Security-Policy"> and the server's header) to load models from there.`);
     }
     if (blocked && (self.navigator?.onLine ?? true)) {
-      throw new Error(`Could not reach ${url}: the browser blocked the request or the host is unreachable. If the host is up, it must allow this page to read it (CORS: Access-Control-Allow-Origin) and be listed in the page's Content-Security-Policy connect-src. Finished chunks are kept.`);
+      // A dropped connection and a blocked request look the same to a script: say both.
+      throw new Error(`Could not download ${url}: the connection failed, or the browser blocked the request (the host must allow this page to read it — CORS: Access-Control-Allow-Origin — and be listed in the page's Content-Security-Policy connect-src). Check the connection and press Load again: finished chunks are kept.`);
     }
     throw new Error(`Could not download ${url} (${last?.message ?? 'network error'}). Check the connection and press Load again: finished chunks are kept.`);
   };
