@@ -5,14 +5,42 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { ROOT, startServer, launch, openPage, screenshot } from './harness.mjs';
 
 let server;
 let browser;
 const requests = [];
 
+/**
+ * A second tiny model that differs from tests/fixtures/tiny-sd: the same files, with the VAE
+ * decoder's output bias shifted by +0.5 (its f32 file only; the fp16 one is left out so the
+ * loader takes the changed one). Written under test-output/.
+ */
+function secondTinyModel() {
+  const src = path.join(ROOT, 'tests/fixtures/tiny-sd');
+  const dir = path.join(ROOT, 'test-output', 'tiny-sd-b');
+  rmSync(dir, { recursive: true, force: true });
+  cpSync(src, dir, { recursive: true });
+  rmSync(path.join(dir, 'vae', 'diffusion_pytorch_model.fp16.safetensors'));
+  const file = path.join(dir, 'vae', 'diffusion_pytorch_model.safetensors');
+  const bytes = readFileSync(file);
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString());
+  const bias = header['decoder.conv_out.bias'];
+  assert.equal(bias.dtype, 'F32');
+  for (let at = 8 + headerLength + bias.data_offsets[0]; at < 8 + headerLength + bias.data_offsets[1]; at += 4) {
+    bytes.writeFloatLE(bytes.readFloatLE(at) + 0.5, at);
+  }
+  writeFileSync(file, bytes);
+  return dir;
+}
+
 before(async () => {
-  server = await startServer([{ prefix: '/models/tiny-sd/', dir: path.join(ROOT, 'tests/fixtures/tiny-sd') }]);
+  server = await startServer([
+    { prefix: '/models/tiny-sd/', dir: path.join(ROOT, 'tests/fixtures/tiny-sd') },
+    { prefix: '/models/tiny-sd-b/', dir: secondTinyModel() },
+  ]);
   browser = await launch({ webgpu: true });
   browser.context.on('request', (r) => requests.push(r.url()));
 });
@@ -163,6 +191,32 @@ test('two widgets share one engine, keep their styles to themselves, fire docume
   assert.ok(refused, 'an invalid config is refused');
   assert.deepEqual([refused.kind, refused.code], ['engine', 'invalid-input'], JSON.stringify(refused));
   assert.match(refused.message, /n_inference_steps/);
+
+  // Two widgets with two different models edit at the same time on the one shared engine: each
+  // result equals a solo run on its own model (the worker loads each edit's own model first).
+  const two = await page.evaluate(async ({ modelB }) => {
+    const digest = (rgb) => { let h = 0; for (const v of rgb) h = (Math.imul(h, 31) + v) >>> 0; return h; };
+    const a = document.getElementById('a');
+    const b = document.getElementById('b');
+    b.setAttribute('model-src', modelB);
+    b.setAttribute('working-size', '64');
+    b.config = a.config;
+    // The same preset, image, points and mask as A: only the model differs.
+    b.setAttribute('preset', a.getAttribute('preset'));
+    const { width, height, rgb } = a.image;
+    const rgba = new Uint8ClampedArray(width * height * 4);
+    for (let i = 0; i < width * height; i++) rgba.set([rgb[3 * i], rgb[3 * i + 1], rgb[3 * i + 2], 255], 4 * i);
+    await b.setImage(new ImageData(rgba, width, height));
+    b.setPoints(a.state.pairPoints());
+    b.setMask(a.state.mask);
+    const aSolo = digest(a.result.rgb);
+    const bSolo = digest((await b.run()).rgb);
+    const [ra, rb] = await Promise.all([a.run(), b.run()]);
+    return { aSolo, bSolo, a: digest(ra.rgb), b: digest(rb.rgb) };
+  }, { modelB: `${server.url}/models/tiny-sd-b/` });
+  assert.notEqual(two.aSolo, two.bSolo, 'the two models give different results');
+  assert.equal(two.a, two.aSolo, 'widget A ran on its own model');
+  assert.equal(two.b, two.bSolo, 'widget B ran on its own model');
 
   assert.deepEqual(log.errors, []);
   assert.deepEqual(log.panics, []);
