@@ -567,6 +567,37 @@ fn bench_synthetic_runs_every_phase_of_the_edit() {
         // The extrapolation covers at least its largest phase.
         let reported = report["extrapolatedTotalMillis"].as_f64().unwrap();
         assert!(reported >= largest_term, "{reported} < {largest_term}");
+        // Counted work in UNet forward passes: an inversion or reference step is one; a batch-2
+        // denoising step two (mutual self-attention costs what two self-attentions do); a
+        // gradient step is its recorded forward plus the recomputed one (the time embedding is
+        // not recomputed: just under two); tracking runs no UNet.
+        let fwd = |key: &str| {
+            let p = phases
+                .iter()
+                .find(|p| p["name"].as_str().unwrap().contains(key))
+                .unwrap();
+            assert!(p["flops"].as_u64().unwrap() > 0 || key == "tracking", "{p}");
+            p["unetForwardEquivalents"].as_f64().unwrap()
+        };
+        assert_eq!(fwd("inversion"), 1.0);
+        assert_eq!(fwd("reference"), 1.0);
+        assert_eq!(fwd("MasaCtrl"), 2.0);
+        assert_eq!(fwd("tracking"), 0.0);
+        for key in ["motion-supervision", "LoRA step"] {
+            let f = fwd(key);
+            assert!((1.9..2.0).contains(&f), "{key}: {f}");
+        }
+        let total: f64 = phases
+            .iter()
+            .map(|p| {
+                p["unetForwardEquivalents"].as_f64().unwrap() * p["countInEdit"].as_f64().unwrap()
+            })
+            .sum();
+        let reported = report["totalUnetForwardEquivalents"].as_f64().unwrap();
+        assert!(
+            (reported - total).abs() < 1e-9 * total,
+            "{reported} vs {total}"
+        );
     }
     let (ok, _, stderr) = run(bin().args(["bench-synthetic", "--device", "cpu", "--latent", "12"]));
     assert!(!ok && stderr.contains("latent size 12"), "{stderr}");

@@ -17,7 +17,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 
 use super::{conv_gemm, statistics};
-use crate::perf::profiler;
+use crate::perf::{profiler, work};
 
 /// `t` in `dtype` (a no-op when it already is). The widened copy is an ordinary intermediate:
 /// it never requires grad and is freed after the layer.
@@ -32,6 +32,12 @@ pub(crate) fn widen<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
 /// `linear.forward(x)` with the weight (and bias) widened to `x`'s dtype when they differ.
 pub fn linear<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
     let weight = linear.weight.val();
+    let [d_in, d_out] = weight.dims();
+    work::add(work::matmul_flops(
+        x.shape().num_elements() / d_in.max(1),
+        d_in,
+        d_out,
+    ));
     let dtype = x.dtype();
     let device = weight.device();
     if weight.dtype() == dtype {
@@ -69,9 +75,17 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     );
     let weight = widen(conv.weight.val(), dtype);
     let bias = conv.bias.as_ref().map(|b| widen(b.val(), dtype));
-    profiler::op(kind, &weight.device(), || {
+    let [c_out, c_in_per_group, _, _] = weight.dims();
+    let y = profiler::op(kind, &weight.device(), || {
         conv_gemm::conv2d(x, weight, bias, options)
-    })
+    });
+    let [b, _, h, w] = y.dims();
+    work::add(work::matmul_flops(
+        b * h * w,
+        c_in_per_group * kh * kw,
+        c_out,
+    ));
+    y
 }
 
 /// `norm.forward(x)` with statistics exact at any group size ([`statistics`]), reported to the

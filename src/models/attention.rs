@@ -16,7 +16,7 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::kernels::layers;
-use crate::perf::profiler;
+use crate::perf::{profiler, work};
 
 /// Default byte budget for one attention score chunk: WebGPU's default
 /// `maxStorageBufferBindingSize` (128 MiB).
@@ -64,6 +64,9 @@ pub fn scaled_dot_product_attention(
     causal: bool,
     max_bytes: usize,
 ) -> Tensor<3> {
+    // QKᵀ: 2·b·n·m·(heads·d); ·V: 2·b·n·m·(heads·d_v).
+    let ([b, n, inner], [_, m, _], [_, _, inner_v]) = (q.dims(), k.dims(), v.dims());
+    work::add(work::matmul_flops(b * n, m, inner + inner_v));
     profiler::op("attention core (QKᵀ, softmax, ·V)", &q.device(), || {
         chunked_attention(q, k, v, heads, causal, max_bytes)
     })
@@ -347,7 +350,7 @@ pub struct LoraLinear {
 impl LoraLinear {
     /// x: `[b, n, in]` → `[b, n, out]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = self.up.forward(self.down.forward(x));
+        let h = layers::linear(&self.up, layers::linear(&self.down, x));
         if self.scale == 1.0 {
             h
         } else {

@@ -23,6 +23,9 @@ use crate::{Error, Result};
 /// GoodDrag reads the features of `up_blocks[2]` (docs/ALGORITHM.md §1.10).
 const FEATURE_BLOCK: usize = 2;
 
+/// The phase whose one UNet pass is the unit of forward-equivalents.
+const INVERSION_PHASE: &str = "DDIM inversion step";
+
 /// What the device allocator held.
 ///
 /// burn 0.22.1 reports page statistics only for its sliced (dynamic) pools; allocations that own
@@ -508,6 +511,13 @@ pub struct EditPhase {
     pub millis: f64,
     /// How many times the default edit (docs/ALGORITHM.md §1.18) runs it (an upper bound for the drag).
     pub count_in_edit: usize,
+    /// Floating-point operations of one run, counted from the shapes the code ran
+    /// ([`crate::perf::work`]: every forward computation, recomputed ones included; the
+    /// autodiff backward's own kernels are not counted).
+    pub flops: u64,
+    /// `flops` in UNet forward passes (batch 1, this latent size, adapters attached as in the
+    /// edit): 1 for an inversion step, 2 for a batch-2 denoising step.
+    pub unet_forward_equivalents: f64,
     /// The allocator after the phase.
     pub memory: Option<MemoryReport>,
 }
@@ -581,6 +591,12 @@ pub struct EditBenchReport {
     pub phases: Vec<EditPhase>,
     /// Σ millis × count.
     pub extrapolated_total_millis: f64,
+    /// FLOPs of one UNet forward (batch 1, the inversion step's pass).
+    pub unet_forward_flops: u64,
+    /// Σ flops × count: the default edit's counted work.
+    pub total_flops: f64,
+    /// Σ forward-equivalents × count.
+    pub total_unet_forward_equivalents: f64,
     /// Peak resident memory of this process (Linux `VmHWM`): on the CPU device, the memory the
     /// whole run needed, weights included.
     pub host_peak_rss_bytes: Option<u64>,
@@ -684,12 +700,16 @@ pub async fn edit_synthetic(
                     if timed { "timed" } else { "warm-up" }
                 ));
                 let started = now_ms();
+                let work = crate::perf::work::Count::start();
                 $body;
+                let flops = work.finish();
                 if timed {
                     phases.push(EditPhase {
                         name: $name.to_string(),
                         millis: now_ms() - started,
                         count_in_edit: $count,
+                        flops,
+                        unet_forward_equivalents: 0.0,
                         memory: memory_report(&device),
                     });
                 }
@@ -726,7 +746,7 @@ pub async fn edit_synthetic(
     });
     unet = unet.no_grad();
 
-    measure!("DDIM inversion step", 38, {
+    measure!(INVERSION_PHASE, 38, {
         let z = latent(&mut rng);
         let eps = unet
             .forward(z.clone(), &[741.0], ehs.clone(), &[])
@@ -819,6 +839,22 @@ pub async fn edit_synthetic(
         .iter()
         .map(|p| p.millis * p.count_in_edit as f64)
         .sum();
+    // One UNet forward: the inversion step's pass (the scheduler's arithmetic is not counted).
+    let unet_forward_flops = phases
+        .iter()
+        .find(|p| p.name == INVERSION_PHASE)
+        .map_or(0, |p| p.flops);
+    for p in &mut phases {
+        p.unet_forward_equivalents = p.flops as f64 / unet_forward_flops.max(1) as f64;
+    }
+    let total_flops = phases
+        .iter()
+        .map(|p| p.flops as f64 * p.count_in_edit as f64)
+        .sum();
+    let total_unet_forward_equivalents = phases
+        .iter()
+        .map(|p| p.unet_forward_equivalents * p.count_in_edit as f64)
+        .sum();
     Ok(EditBenchReport {
         model: model.name.clone(),
         unet_parameters,
@@ -828,6 +864,9 @@ pub async fn edit_synthetic(
         dry_run,
         phases,
         extrapolated_total_millis,
+        unet_forward_flops,
+        total_flops,
+        total_unet_forward_equivalents,
         host_peak_rss_bytes: host_peak_rss_bytes(),
     })
 }

@@ -204,12 +204,14 @@ pub fn bench_synthetic(args: SyntheticRunArgs) -> Result<()> {
 
 /// The edit's phases as a table, then the extrapolated edit.
 fn print_edit_phases(report: &synthetic::EditBenchReport, adapter: &str) {
-    let table = Table(&[58, 10, 6, 12, 14, 16]);
+    let table = Table(&[58, 10, 6, 12, 11, 9, 14, 16]);
     table.row(&[
         "phase (f32)",
         "once (s)",
         "×",
         "in edit (s)",
+        "GFLOP once",
+        "UNet fwd",
         "reserved (MiB)",
         "largest (MiB)",
     ]);
@@ -220,10 +222,19 @@ fn print_edit_phases(report: &synthetic::EditBenchReport, adapter: &str) {
             format!("{:.2}", p.millis / 1e3),
             p.count_in_edit.to_string(),
             format!("{:.1}", p.millis * p.count_in_edit as f64 / 1e3),
+            format!("{:.1}", p.flops as f64 / 1e9),
+            format!("{:.2}", p.unet_forward_equivalents),
             format!("{:.0}", mib(m.reserved_bytes)),
             largest_alloc(m.largest_sliced_alloc_bytes),
         ]);
     }
+    println!(
+        "counted work of the default edit: {:.1} TFLOP = {:.0} UNet forwards of {:.1} GFLOP \
+         (forward computations as launched, recomputed ones included; backward kernels not counted)",
+        report.total_flops / 1e12,
+        report.total_unet_forward_equivalents,
+        report.unet_forward_flops as f64 / 1e9
+    );
     println!(
         "UNet matrices and kernels held in {} (compute in f32)",
         weights_dtype(report.f16_weights)
