@@ -215,7 +215,11 @@ fn a_rotated_jpeg_is_edited_upright_at_the_working_size() {
         r#"{"points": [[100, 150], [100, 190]]}"#,
     )
     .unwrap();
-    std::fs::write(dir.join("config.json"), r#"{"drag_end_step": 1}"#).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"drag_end_step": 1, "n_inference_steps": 8}"#,
+    )
+    .unwrap();
     // The editable region, drawn on the upright photo: x 50..150, y 100..250.
     let mask: Vec<u8> = (0..200 * 300)
         .map(|i| u8::from((50..150).contains(&(i % 200)) && (100..250).contains(&(i / 200))) * 255)

@@ -353,7 +353,9 @@ fn a_large_photo_is_edited_at_the_working_size_and_composited_back_at_its_own() 
             image: image.clone(),
             mask: Some(mask.clone()),
             points: vec![[450.0, 450.0], [600.0, 450.0]],
+            // A short schedule: the sizes and the composite are what is tested here.
             config: DragConfig {
+                n_inference_steps: 8,
                 drag_end_step: 1,
                 ..no_lora(DragConfig::default())
             },
