@@ -225,6 +225,17 @@ mod tests {
         }
     }
 
+    /// A `w × h` region: the rectangle `xs × ys`.
+    fn rectangle(
+        (w, h): (usize, usize),
+        xs: std::ops::Range<usize>,
+        ys: std::ops::Range<usize>,
+    ) -> Vec<u8> {
+        (0..w * h)
+            .map(|i| u8::from(xs.contains(&(i % w)) && ys.contains(&(i / w))))
+            .collect()
+    }
+
     /// A textured photo (so an exact copy is distinguishable from a resampled one).
     fn photo(w: usize, h: usize) -> RgbImage {
         image(w, h, |x, y| {
@@ -256,9 +267,7 @@ mod tests {
                 ]
             }
         });
-        let region: Vec<u8> = (0..w * h)
-            .map(|i| u8::from((100..150).contains(&(i % w)) && (100..150).contains(&(i / w))))
-            .collect();
+        let region = rectangle((w, h), 100..150, 100..150);
         let out = composite(
             &full,
             &working,
@@ -300,9 +309,7 @@ mod tests {
         let working = map.image(&full);
         let (w, h) = map.working;
         let edited = image(w, h, |_, _| [120, 120, 120]);
-        let region: Vec<u8> = (0..w * h)
-            .map(|i| u8::from((200..300).contains(&(i % w)) && (100..200).contains(&(i / w))))
-            .collect();
+        let region = rectangle((w, h), 200..300, 100..200);
         let out = composite(
             &full,
             &working,
