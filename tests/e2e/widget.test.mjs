@@ -72,7 +72,7 @@ after(async () => {
 // one drag timestep with one supervision step, no LoRA.
 const FAST = { n_inference_steps: 4, drag_end_step: 1, track_per_denoise: 1, max_drag_per_track: 1, use_lora: false };
 
-test('two widgets share one engine, keep their styles to themselves, fire documented events; the JS API runs an edit', { timeout: 1_500_000 }, async () => {
+test('two widgets share one engine, keep their styles to themselves, fire documented events; the JS API runs an edit', { timeout: 2_400_000 }, async () => {
   const { page, log } = await openPage(browser.context, `${server.url}/examples/embed.html`);
   const model = `${server.url}/models/tiny-sd/`;
   // Both widgets report ready with the adapter.
