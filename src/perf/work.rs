@@ -34,11 +34,9 @@ pub fn matmul_flops(rows: usize, inner: usize, cols: usize) -> u64 {
 /// Runs `f` and returns its result with the FLOPs it launched on this thread. Counts nest: an
 /// outer count includes an inner one.
 pub fn count<T>(f: impl FnOnce() -> T) -> (T, u64) {
-    let outer = COUNTER.with(|c| c.replace(Some(0)));
+    let running = Count::start();
     let out = f();
-    let inner = COUNTER.with(|c| c.replace(outer)).unwrap_or(0);
-    add(inner);
-    (out, inner)
+    (out, running.finish())
 }
 
 /// A running count that survives awaits and early returns: [`Count::start`] begins it,
