@@ -249,8 +249,8 @@ struct WorkingInput<'a> {
     lora_choice: LoraChoice,
 }
 
-/// Phases 1–6 at the working size (points in working pixels). The returned `full` and `size`
-/// are placeholders its caller fills.
+/// Phases 1–6 at the working size (points in working pixels). The returned `full`, `size` and
+/// `new_points` are placeholders its caller fills (at the photo's size).
 async fn edit_at_working_size(
     models: &mut Models,
     input: WorkingInput<'_>,
@@ -432,11 +432,6 @@ async fn edit_at_working_size(
     phase("decode", started);
 
     let final_handles = session.handles_image();
-    let new_points = final_handles
-        .iter()
-        .zip(points.chunks_exact(2))
-        .flat_map(|(h, pair)| [*h, pair[1]])
-        .collect();
     if width != image.width || height != image.height {
         return Err(Error::Readback(format!(
             "decoded image is {width}×{height}, expected {}×{}",
@@ -452,7 +447,7 @@ async fn edit_at_working_size(
         },
         image,
         final_handles,
-        new_points,
+        new_points: Vec::new(),
         timings,
         record: session.record().clone(),
         z0,
