@@ -74,6 +74,12 @@ export function parseRange(header, size) {
 
 /** Maps a URL path onto one of the mounts, refusing anything that escapes its directory. */
 export function resolvePath(urlPath, mounts) {
+  return resolveMount(urlPath, mounts)?.file ?? null;
+}
+
+/** The mount a URL path falls in (longest prefix first, so /pkg/ wins over /) and its file:
+ * `{ mount, file }`, or null for a bad path or one that escapes its directory. */
+function resolveMount(urlPath, mounts) {
   let decoded;
   try {
     decoded = decodeURIComponent(urlPath.split('?')[0]);
@@ -81,14 +87,14 @@ export function resolvePath(urlPath, mounts) {
     return null;
   }
   if (decoded.includes('\0')) return null;
-  // Longest prefix first, so /pkg/ wins over /.
   const sorted = [...mounts].sort((x, y) => y.prefix.length - x.prefix.length);
-  for (const { prefix, dir } of sorted) {
+  for (const mount of sorted) {
+    const { prefix, dir } = mount;
     if (decoded === prefix.replace(/\/$/, '') || decoded.startsWith(prefix)) {
       const rel = decoded.slice(prefix.length);
-      const full = path.resolve(dir, '.' + path.posix.normalize('/' + rel));
-      if (full !== dir && !full.startsWith(dir + path.sep)) return null;
-      return full;
+      const file = path.resolve(dir, '.' + path.posix.normalize('/' + rel));
+      if (file !== dir && !file.startsWith(dir + path.sep)) return null;
+      return { mount, file };
     }
   }
   return null;
@@ -108,11 +114,11 @@ export function createStaticServer({ mounts, log = () => {} }) {
       log(`${req.method} ${req.url} ${status}`);
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'method not allowed\n', { Allow: 'GET, HEAD' });
-    let file = resolvePath(req.url, mounts);
-    if (!file) return send(404, 'not found\n');
-    const mount = [...mounts].sort((x, y) => y.prefix.length - x.prefix.length)
-      .find(({ prefix }) => decodeURIComponent(req.url.split('?')[0]).startsWith(prefix));
-    if (mount?.status) return send(mount.status, `refused (${mount.status})\n`, { 'Content-Security-Policy': CSP });
+    const found = resolveMount(req.url, mounts);
+    if (!found) return send(404, 'not found\n');
+    const { mount } = found;
+    let { file } = found;
+    if (mount.status) return send(mount.status, `refused (${mount.status})\n`, { 'Content-Security-Policy': CSP });
     let stat;
     try {
       stat = await fs.stat(file);
@@ -126,7 +132,7 @@ export function createStaticServer({ mounts, log = () => {} }) {
     if (!stat.isFile()) return send(404, 'not found\n');
     const headers = {
       'Content-Type': MIME[path.extname(file).toLowerCase()] ?? 'application/octet-stream',
-      'Accept-Ranges': mount?.ranges === false ? 'none' : 'bytes',
+      'Accept-Ranges': mount.ranges === false ? 'none' : 'bytes',
       'Cache-Control': 'no-cache',
       'Last-Modified': stat.mtime.toUTCString(),
       'Content-Security-Policy': CSP,
@@ -135,7 +141,7 @@ export function createStaticServer({ mounts, log = () => {} }) {
       'X-Content-Type-Options': 'nosniff',
       'Referrer-Policy': 'no-referrer',
     };
-    const range = mount?.ranges === false ? null : parseRange(req.headers.range, stat.size);
+    const range = mount.ranges === false ? null : parseRange(req.headers.range, stat.size);
     if (range === 'unsatisfiable') {
       return send(416, 'range not satisfiable\n', { 'Content-Range': `bytes */${stat.size}` });
     }
