@@ -6,7 +6,7 @@
 //! Layers, bottom to top (a module imports only from its own layer or below;
 //! docs/ARCHITECTURE.md §2):
 //! - foundations: [`error`], [`progress`], [`clock`], [`rng`], [`tensor_io`], [`device`],
-//!   [`image`], [`optim`] (PyTorch-exact Adam(W) on plain tensors), [`perf::profiler`]
+//!   [`image`], [`pickle`] (restricted Python pickles: DragBench metadata, PyTorch `.pth`), [`optim`] (PyTorch-exact Adam(W) on plain tensors), [`perf::profiler`]
 //!   (instrumentation scopes, a leaf);
 //! - [`kernels`]: the layers' entry points and the kernels under them (f16 weights, convolution
 //!   as matrix multiplications, row bands);
@@ -35,6 +35,7 @@ pub mod model_set;
 pub mod models;
 pub mod optim;
 pub mod perf;
+pub mod pickle;
 pub mod pipeline;
 pub mod probe;
 pub mod progress;

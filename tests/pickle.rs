@@ -1,7 +1,7 @@
 //! DragBench `meta_data.pkl` files written by Python's pickle with NumPy
 //! (tests/fixtures/pickle, from scripts/make_fixtures.py) read back in Rust.
 
-use gooddrag::eval::pickle::{Value, parse_pickle};
+use gooddrag::pickle::{Value, parse_pickle};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(

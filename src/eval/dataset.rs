@@ -14,10 +14,10 @@ use crate::drag::PointsFile;
 use crate::edit::EditOutput;
 use crate::error::{Error, Result};
 use crate::eval::dai::{DAI_GAMMAS, FloatImage, dai_official, dai_paper};
-use crate::eval::pickle::{Value, parse_pickle};
 use crate::image::RgbImage;
 use crate::image::working::WorkingSize;
 use crate::imageio::{draw_points, load_mask, load_rgb, save_rgb};
+use crate::pickle::{Value, parse_pickle};
 use crate::tensor_io::read_f32;
 use crate::weights::{F32Tensor, write_f32_safetensors};
 

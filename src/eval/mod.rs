@@ -4,5 +4,5 @@
 pub mod dai;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod dataset;
-pub mod pickle;
+pub mod lpips;
 pub mod shard;

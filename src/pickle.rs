@@ -1,10 +1,16 @@
-//! A minimal Python pickle reader for DragBench's `meta_data.pkl` (docs/EVALUATION.md §1.3): a dict with a
-//! `prompt` string, `points` (a list of `[x, y]`) and a NumPy `mask` array. It runs the pickle
-//! machine for protocols 2–5 over plain data (None, bools, ints, floats, str, bytes, lists,
-//! tuples, dicts) and recognises the two ways NumPy pickles an array
-//! (`numpy.core.multiarray._reconstruct` + BUILD state, and protocol 5's
-//! `numpy._core.numeric._frombuffer`). Any other global is refused: unpickling never runs code.
-//! Reference: CPython `Lib/pickle.py`, NumPy `ndarray.__reduce_ex__`.
+//! A restricted Python pickle reader: it runs the pickle machine for protocols 0–5 over plain
+//! data (None, bools, ints, floats, str, bytes, lists, tuples, dicts) and recognises a short
+//! list of constructors as data, never as code:
+//! - NumPy arrays, the two ways NumPy pickles them (`numpy.core.multiarray._reconstruct` + BUILD
+//!   state, and protocol 5's `numpy._core.numeric._frombuffer`): DragBench's `meta_data.pkl`
+//!   (docs/EVALUATION.md §1.3);
+//! - PyTorch tensors as `torch.save` writes them (`torch._utils._rebuild_tensor_v2` over a
+//!   persistent storage id, `_rebuild_parameter`, `collections.OrderedDict`): the `.pth` files
+//!   [`crate::weights::pth`] reads (LPIPS heads, torchvision's AlexNet).
+//!
+//! Any other global is refused with its name: unpickling never runs code.
+//! Reference: CPython `Lib/pickle.py`, NumPy `ndarray.__reduce_ex__`, PyTorch
+//! `torch/serialization.py` (`persistent_id`) and `torch/_utils.py`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -89,6 +95,9 @@ pub enum Value {
     Bool(bool),
     /// `int` (within i64).
     Int(i64),
+    /// A wider `int`: its little-endian two's-complement bytes, as LONG1 stores them (the
+    /// legacy PyTorch format's 80-bit magic number).
+    BigInt(Vec<u8>),
     /// `float`.
     Float(f64),
     /// `str`.
@@ -103,6 +112,36 @@ pub enum Value {
     Dict(Vec<(Value, Value)>),
     /// A NumPy array.
     Array(NdArray),
+    /// A PyTorch storage, as named by its persistent id (the data lives outside the pickle).
+    Storage(StorageRef),
+    /// A PyTorch tensor: a strided view into a storage.
+    Tensor(TorchTensor),
+}
+
+/// A PyTorch storage named by a persistent id `('storage', torch.<Type>Storage, key, location,
+/// numel, …)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageRef {
+    /// The storage class without its module: `FloatStorage`, `HalfStorage`, `BFloat16Storage`, ….
+    pub kind: String,
+    /// The key the storage's bytes are filed under (`archive/data/<key>` in a zip checkpoint).
+    pub key: String,
+    /// Elements in the storage.
+    pub numel: u64,
+}
+
+/// `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, …)`: the tensor's elements
+/// are `storage[offset + Σ index_d · stride_d]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TorchTensor {
+    /// The storage viewed.
+    pub storage: StorageRef,
+    /// First element, in elements.
+    pub offset: u64,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Strides, in elements.
+    pub stride: Vec<usize>,
 }
 
 impl Value {
@@ -154,7 +193,7 @@ enum Obj {
 }
 
 fn err(problem: impl Into<String>) -> Error {
-    Error::InvalidInput(format!("meta_data.pkl cannot be read: {}", problem.into()))
+    Error::InvalidInput(format!("pickle data cannot be read: {}", problem.into()))
 }
 
 fn value(o: Obj) -> Result<Value> {
@@ -207,8 +246,14 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Parses a pickle (protocol 2–5) into a [`Value`].
+/// Parses a pickle (protocol 0–5) into a [`Value`]; bytes after its STOP are ignored.
 pub fn parse_pickle(bytes: &[u8]) -> Result<Value> {
+    parse_pickle_prefix(bytes).map(|(v, _)| v)
+}
+
+/// Parses the pickle at the start of `bytes`: its value and how many bytes it took (files such
+/// as legacy PyTorch checkpoints hold several pickles in a row).
+pub fn parse_pickle_prefix(bytes: &[u8]) -> Result<(Value, usize)> {
     let mut r = Reader { b: bytes, pos: 0 };
     let mut stack: Vec<Obj> = Vec::new();
     let mut memo: HashMap<u64, Obj> = HashMap::new();
@@ -238,7 +283,7 @@ pub fn parse_pickle(bytes: &[u8]) -> Result<Value> {
             }
             b'.' => {
                 let top = pop(&mut stack)?;
-                return value(top);
+                return Ok((value(top)?, r.pos));
             }
             b'(' => stack.push(Obj::Mark),
             b'0' => {
@@ -262,10 +307,11 @@ pub fn parse_pickle(bytes: &[u8]) -> Result<Value> {
             b'M' => stack.push(Obj::Value(Value::Int(r.le(2)? as i64))),
             0x8a => {
                 let n = r.u8()? as usize;
-                if n > 8 {
-                    return Err(err("integer wider than 64 bits"));
-                }
                 let raw = r.take(n)?;
+                if n > 8 {
+                    stack.push(Obj::Value(Value::BigInt(raw.to_vec())));
+                    continue;
+                }
                 let mut b = [0u8; 8];
                 b[..n].copy_from_slice(raw);
                 if n > 0 && n < 8 && raw[n - 1] & 0x80 != 0 {
@@ -457,6 +503,10 @@ pub fn parse_pickle(bytes: &[u8]) -> Result<Value> {
                 let callable = pop(&mut stack)?;
                 stack.push(reduce(callable, args)?);
             }
+            b'Q' => {
+                let pid = value(pop(&mut stack)?)?;
+                stack.push(Obj::Value(Value::Storage(storage_ref(&pid)?)));
+            }
             b'b' => {
                 let state = value(pop(&mut stack)?)?;
                 let obj = pop(&mut stack)?;
@@ -471,16 +521,92 @@ fn is_numpy(module: &str) -> bool {
     module == "numpy" || module.starts_with("numpy.") || module == "_codecs"
 }
 
+/// The storage a persistent id names: `('storage', storage class, key, location, numel, …)`
+/// (zip checkpoints and the legacy format alike).
+fn storage_ref(pid: &Value) -> Result<StorageRef> {
+    let items = pid.items().unwrap_or_default();
+    match items {
+        [
+            Value::Str(tag),
+            Value::Str(class),
+            Value::Str(key),
+            _,
+            numel,
+            ..,
+        ] if tag == "storage" => Ok(StorageRef {
+            kind: class.rsplit('.').next().unwrap_or(class).to_string(),
+            key: key.clone(),
+            numel: numel
+                .as_f64()
+                .filter(|n| *n >= 0.0)
+                .ok_or_else(|| err("storage id without an element count"))?
+                as u64,
+        }),
+        _ => Err(err(format!("unsupported persistent id {pid:?}"))),
+    }
+}
+
+/// The PyTorch constructors read as data (`torch.save`'s tensors, parameters and state dicts).
+fn reduce_torch(module: &str, name: &str, args: &[Value]) -> Option<Result<Obj>> {
+    Some(match (module, name) {
+        // `OrderedDict()`, or `OrderedDict([(key, value), …])` as protocols 0 and 1 write it.
+        ("collections", "OrderedDict") => {
+            let pairs = match args.first().and_then(Value::items) {
+                Some(items) => items
+                    .iter()
+                    .map(|kv| match kv.items() {
+                        Some([k, v]) => Ok((k.clone(), v.clone())),
+                        _ => Err(err("OrderedDict item that is not a pair")),
+                    })
+                    .collect::<Result<Vec<_>>>(),
+                None => Ok(Vec::new()),
+            };
+            pairs.map(|p| Obj::Shared(Rc::new(RefCell::new(Value::Dict(p)))))
+        }
+        ("torch._utils", "_rebuild_tensor_v2") => match args {
+            [Value::Storage(storage), offset, size, stride, ..] => (|| {
+                let offset = offset
+                    .as_f64()
+                    .filter(|o| *o >= 0.0)
+                    .ok_or_else(|| err("tensor without a storage offset"))?
+                    as u64;
+                Ok(Obj::Value(Value::Tensor(TorchTensor {
+                    storage: storage.clone(),
+                    offset,
+                    shape: shape_of(Some(size))?,
+                    stride: shape_of(Some(stride))?,
+                })))
+            })(),
+            _ => Err(err(
+                "_rebuild_tensor_v2 without (storage, offset, size, stride)",
+            )),
+        },
+        // (data, requires_grad, backward_hooks[, state]): a Parameter is its data.
+        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
+            match args.first() {
+                Some(t @ Value::Tensor(_)) => Ok(Obj::Value(t.clone())),
+                _ => Err(err("_rebuild_parameter without a tensor")),
+            }
+        }
+        _ => return None,
+    })
+}
+
 fn reduce(callable: Obj, args: Value) -> Result<Obj> {
     let Obj::Global(module, name) = callable else {
         return Err(err("REDUCE on a non-callable"));
     };
+    let items = args.items().map(<[Value]>::to_vec).unwrap_or_default();
+    if let Some(obj) = reduce_torch(&module, &name, &items) {
+        return obj;
+    }
     if !is_numpy(&module) {
         return Err(err(format!(
-            "refusing to call {module}.{name}: only plain data and NumPy arrays are read"
+            "refusing to call {module}.{name}: only plain data, NumPy arrays and PyTorch \
+             tensors are read"
         )));
     }
-    let args = args.items().map(<[Value]>::to_vec).unwrap_or_default();
+    let args = items;
     match (module.as_str(), name.as_str()) {
         ("_codecs", "encode") => match args.first() {
             // Protocol 2 pickles bytes as _codecs.encode(latin-1 text, "latin1").
@@ -563,6 +689,8 @@ fn build(obj: Obj, state: Value) -> Result<Obj> {
                 data,
             })))
         }
+        // An OrderedDict's instance attributes (a state dict's `_metadata`): not data.
+        dict @ Obj::Shared(_) if matches!(state, Value::Dict(_) | Value::None) => Ok(dict),
         other => Err(err(format!("BUILD on unsupported object {other:?}"))),
     }
 }
