@@ -66,7 +66,10 @@ fn image(name: &str) -> RgbImage {
 
 fn close(got: f32, want: f64, what: &str) {
     let err = (got as f64 - want).abs();
-    eprintln!("{what}: error {err:.2e} ({:.2e} relative)", err / want.abs().max(1e-12));
+    eprintln!(
+        "{what}: error {err:.2e} ({:.2e} relative)",
+        err / want.abs().max(1e-12)
+    );
     assert!(
         err <= 1e-6 && err <= 2e-5 * want.abs().max(1e-4),
         "{what}: {got} vs {want} (error {err:.2e})"

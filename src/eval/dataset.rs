@@ -15,6 +15,7 @@ use crate::edit::EditOutput;
 use crate::error::{Error, Result};
 use crate::eval::dai::{DAI_GAMMAS, FloatImage, dai_official, dai_paper};
 use crate::image::RgbImage;
+use crate::image::resample::Resampler;
 use crate::image::working::WorkingSize;
 use crate::imageio::{draw_points, load_mask, load_rgb, save_rgb};
 use crate::pickle::{Value, parse_pickle};
@@ -382,23 +383,80 @@ pub fn mean_scores<'a>(scores: impl IntoIterator<Item = &'a DaiScores>) -> DaiSc
     }
 }
 
-/// DAI of one sample in `results`: `<results>/<name>/output_image.png` or `<results>/<name>.png`.
-pub fn dai_for_result(sample: &Sample, results: &Path) -> Result<DaiScores> {
-    let nested = results.join(&sample.name).join("output_image.png");
-    let flat = results.join(format!("{}.png", sample.name));
-    let path = if nested.is_file() {
-        nested
-    } else if flat.is_file() {
-        flat
-    } else {
-        return Err(Error::InvalidInput(format!(
-            "no result for `{}`: expected {} or {}",
+/// The files a result may be in, for sample `name` under `results`, in the order they are
+/// tried: ours and GoodDrag's (`output_image.png`), DragBench's (`dragged_image.png`), flat.
+fn result_candidates(results: &Path, name: &str) -> [PathBuf; 3] {
+    [
+        results.join(name).join("output_image.png"),
+        results.join(name).join("dragged_image.png"),
+        results.join(format!("{name}.png")),
+    ]
+}
+
+/// A sample's result found in a results folder.
+#[derive(Debug, Clone)]
+pub struct FoundResult {
+    /// The file read.
+    pub path: PathBuf,
+    /// The result at the original's size.
+    pub image: RgbImage,
+    /// Whether it had another size and was resampled to the original's (DragBench resizes the
+    /// same way, with PIL's bilinear filter).
+    pub resized: bool,
+}
+
+/// The result of `sample` in `results` (see [`result_candidates`]), at the original's size. A
+/// `gooddrag bench` run at a working size wrote `output_image.png` at that size and
+/// `output_full.png` at the photo's: the latter is then used, as `bench` scores it. Any other
+/// size mismatch is resampled (antialiased triangle filter, PIL's `BILINEAR`), as DragBench's
+/// scripts resize the result to the original's size.
+pub fn find_result(sample: &Sample, results: &Path) -> Result<FoundResult> {
+    let candidates = result_candidates(results, &sample.name);
+    let path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "no result for `{}`: expected one of {}",
             sample.name,
-            nested.display(),
-            flat.display()
-        )));
+            candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    let (w, h) = (sample.image.width, sample.image.height);
+    let mut found = FoundResult {
+        image: load_rgb(path)?,
+        path: path.clone(),
+        resized: false,
     };
-    dai_scores(&sample.image, &load_rgb(&path)?, &sample.points)
+    if (found.image.width, found.image.height) == (w, h) {
+        return Ok(found);
+    }
+    let full = results.join(&sample.name).join("output_full.png");
+    if full.is_file() {
+        let image = load_rgb(&full)?;
+        if (image.width, image.height) == (w, h) {
+            return Ok(FoundResult {
+                path: full,
+                image,
+                resized: false,
+            });
+        }
+    }
+    let from = (found.image.width, found.image.height);
+    found.image = RgbImage {
+        width: w,
+        height: h,
+        rgb: Resampler::new(from, (w, h), 3).resample_u8(&found.image.rgb),
+    };
+    found.resized = true;
+    Ok(found)
+}
+
+/// DAI of one sample's result in `results` ([`find_result`]).
+pub fn dai_for_result(sample: &Sample, results: &Path) -> Result<DaiScores> {
+    let found = find_result(sample, results)?;
+    dai_scores(&sample.image, &found.image, &sample.points)
 }
 
 /// A Markdown table of mean DAI per γ.

@@ -15,7 +15,8 @@ pub struct DaiArgs {
     /// Dataset folder (originals and points).
     #[arg(long)]
     data: PathBuf,
-    /// Results: <results>/<sample>/output_image.png or <results>/<sample>.png.
+    /// Results: <results>/<sample>/output_image.png (or dragged_image.png), or
+    /// <results>/<sample>.png; resized to the original's size when it differs.
     #[arg(long)]
     results: PathBuf,
     /// Print JSON instead of a table.

@@ -1,14 +1,16 @@
 //! `gooddrag` — the native command line. Argument parsing and printing only; the work is in the
-//! library. One module per subcommand (`edit`, `bench` with `merge`, `dai`, `probe`, and `synthetic` for the
-//! synthetic benchmarks) over `common` (model flags, files, output). Background:
-//! docs/ARCHITECTURE.md.
+//! library. One module per subcommand (`edit`, `bench`, `eval`, `dai`, `probe`, and `synthetic`
+//! for the synthetic benchmarks) over `common` (model flags, files, output) and `report`
+//! (per-sample reports, shards, `merge`). Background: docs/ARCHITECTURE.md.
 
 mod bench;
 mod common;
 mod dai;
 mod edit;
+mod eval;
 mod probe;
 mod progress_bar;
+mod report;
 mod synthetic;
 
 use clap::{Parser, Subcommand};
@@ -32,11 +34,15 @@ enum Command {
     /// Edit every sample folder under --data (GoodDrag/Drag100 or DragBench layout) and report
     /// per-sample results, DAI and timings; one bad sample never stops the run.
     Bench(bench::BenchArgs),
-    /// Join the reports of `bench --shard K/N` runs (every K of one N) into the report.jsonl,
+    /// Join the reports of `bench`/`eval --shard K/N` runs (every K of one N) into the report.jsonl,
     /// summary.json and summary.md an unsharded run writes.
-    Merge(bench::MergeArgs),
+    Merge(report::MergeArgs),
     /// DAI (paper Eq. 8 and compute_DAI.py) of a results folder against a dataset.
     Dai(dai::DaiArgs),
+    /// Score any method's results folder against a dataset with the papers' metrics (DAI;
+    /// IF = 1 − LPIPS as DragBench) into report.jsonl, summary.json and summary.md; shards
+    /// and merges like `bench`.
+    Eval(eval::EvalArgs),
     /// Run the device probe (GroupNorm → SiLU → Conv2d → attention, forward + backward) and
     /// print the adapter and the numbers; the browser test compares its WebGPU run to this.
     Probe(probe::ProbeArgs),
@@ -71,8 +77,9 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
     match cli.command {
         Command::Edit(args) => edit::run(args),
         Command::Bench(args) => bench::run(args),
-        Command::Merge(args) => bench::merge(args),
+        Command::Merge(args) => report::merge(args),
         Command::Dai(args) => dai::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Probe(args) => probe::run(args),
         Command::BenchSynthetic(args) => synthetic::bench_synthetic(args),
         Command::BenchUnet(args) => synthetic::bench_unet(args),
