@@ -49,7 +49,9 @@ pub struct Sample {
     pub prompt: String,
 }
 
-fn original_path(dir: &Path) -> Option<PathBuf> {
+/// The original photo of a sample folder: `original.jpg`, `.png`, `.jpeg` or DragBench's
+/// `original_image.png`, the first that exists.
+pub fn original_path(dir: &Path) -> Option<PathBuf> {
     [
         "original.jpg",
         "original.png",

@@ -4,5 +4,7 @@
 pub mod dai;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod dataset;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod gscore;
 pub mod lpips;
 pub mod shard;

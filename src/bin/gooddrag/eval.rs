@@ -1,13 +1,19 @@
 //! `gooddrag eval`: scores any method's results (ours, or another code's written in GoodDrag's or
-//! DragBench's layout) against a dataset with the metrics papers report — DAI (GoodDrag) and IF
-//! = 1 − LPIPS (DragBench) — and writes the per-sample report and a summary through
-//! [`crate::report`] (so it shards and merges like `bench`). The summary records the weights
-//! used (SHA-256 of each file) and the settings. Background: docs/EVALUATION.md §2.
+//! DragBench's layout) against a dataset with the metrics papers report — DAI (GoodDrag), IF
+//! = 1 − LPIPS (DragBench) and GScore (GoodDrag's multimodal-model judge) — and writes the
+//! per-sample report and a summary through [`crate::report`] (so it shards and merges like
+//! `bench`). `gooddrag gscore` is the same run with GScore only, for several methods' results
+//! judged side by side as the GoodDrag notebook does. The summary records the weights used
+//! (SHA-256 of each file), the judging prompt's SHA-256 and the settings. Background:
+//! docs/EVALUATION.md §2.
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use clap::Args;
 use gooddrag::eval::dataset::{self, DaiScores, Sample};
+use gooddrag::eval::gscore::{self, Client, ClientConfig, ImageFile};
 use gooddrag::eval::lpips::AlexLpips;
 use gooddrag::eval::shard::Shard;
 use gooddrag::weights::read_tensor_file;
@@ -52,19 +58,143 @@ pub struct EvalArgs {
     /// Score only shard K of N (see `gooddrag bench --shard`); `gooddrag merge` joins them.
     #[arg(long, value_name = "K/N")]
     shard: Option<Shard>,
+    /// Score GScore: the results judged by a multimodal model (needs --endpoint and --model).
+    #[arg(long)]
+    gscore: bool,
+    #[command(flatten)]
+    judge: JudgeArgs,
+}
+
+/// `gooddrag gscore`'s flags.
+#[derive(Args)]
+pub struct GscoreArgs {
+    /// Dataset folder (originals and points).
+    #[arg(long)]
+    data: PathBuf,
+    /// One results folder per method, judged together in this order (labels A, B, C, …; the
+    /// GoodDrag notebook sends GoodDrag, DragDiffusion, SDE-Drag).
+    #[arg(long, required = true)]
+    results: Vec<PathBuf>,
+    /// Output folder: report.jsonl, summary.json, summary.md, gscore-cache/.
+    #[arg(long)]
+    out: PathBuf,
+    /// Judge only shard K of N; `gooddrag merge` joins them.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<Shard>,
+    #[command(flatten)]
+    judge: JudgeArgs,
+}
+
+/// How GScore reaches its judge.
+#[derive(Args)]
+pub struct JudgeArgs {
+    /// An OpenAI-compatible chat-completions endpoint that accepts images: its base URL
+    /// (`https://api.openai.com/v1`, `http://localhost:8000/v1` for vLLM or llama.cpp's server,
+    /// `http://localhost:11434/v1` for Ollama) or the full `…/chat/completions` URL.
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// The model name the endpoint serves.
+    #[arg(long, value_name = "NAME")]
+    model: Option<String>,
+    /// The environment variable holding the API key (sent as a bearer token; never written to
+    /// a file). Unset or empty: no key is sent, as local servers expect.
+    #[arg(long, default_value = "GSCORE_API_KEY", value_name = "VAR")]
+    api_key_env: String,
+    /// How many times the whole dataset is judged (the paper: 10, reported as mean ± std
+    /// over runs).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// A file with the judging prompt to use instead of ours (e.g. your copy of the GoodDrag
+    /// notebook's prompt; its SHA-256 goes into the summary).
+    #[arg(long, value_name = "FILE")]
+    prompt_file: Option<PathBuf>,
+    /// Attempts per request; 429s, 5xx answers, timeouts and broken answers are retried.
+    #[arg(long, default_value_t = 5)]
+    attempts: u32,
+    /// Seconds before the first retry, doubled each time (a Retry-After header wins).
+    #[arg(long, default_value_t = 2.0)]
+    backoff_secs: f64,
+    /// Seconds one request may take.
+    #[arg(long, default_value_t = 300.0)]
+    timeout_secs: f64,
+}
+
+/// GScore's judge and what it is shown.
+struct Judge {
+    client: Client,
+    prompt: String,
+    runs: usize,
+    /// The results folder of each method, in label order.
+    methods: Vec<PathBuf>,
+}
+
+impl JudgeArgs {
+    /// The judge for `methods`, answers cached under `<out>/gscore-cache`; adds the judge's
+    /// settings to `settings`.
+    fn judge(
+        &self,
+        methods: Vec<PathBuf>,
+        out: &Path,
+        settings: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Judge> {
+        let (Some(endpoint), Some(model)) = (&self.endpoint, &self.model) else {
+            return Err(Error::InvalidInput(
+                "GScore needs --endpoint URL (an OpenAI-compatible chat-completions server that \
+                 accepts images) and --model NAME"
+                    .into(),
+            ));
+        };
+        if self.runs == 0 {
+            return Err(Error::InvalidInput("--runs must be at least 1".into()));
+        }
+        let prompt = match &self.prompt_file {
+            Some(path) => crate::common::read_text(path)?.trim().to_string(),
+            None => gscore::default_prompt(methods.len()),
+        };
+        let api_key = std::env::var(&self.api_key_env)
+            .ok()
+            .filter(|k| !k.is_empty());
+        settings.insert(
+            "gscore".into(),
+            serde_json::json!({
+                "endpoint": endpoint, "model": model, "runs": self.runs,
+                "methods": methods.iter().enumerate().map(|(i, m)| serde_json::json!({
+                    "label": gscore::label(i).to_string(), "results": m.display().to_string(),
+                })).collect::<Vec<_>>(),
+                "prompt": if self.prompt_file.is_some() { "file" } else { "default" },
+                "prompt_sha256": sha256_hex(prompt.as_bytes()),
+                "temperature": gscore::TEMPERATURE, "top_p": gscore::TOP_P,
+                "max_tokens": gscore::MAX_TOKENS,
+            }),
+        );
+        let config = ClientConfig {
+            endpoint: endpoint.clone(),
+            model: model.clone(),
+            api_key,
+            attempts: self.attempts.max(1),
+            backoff: Duration::from_secs_f64(self.backoff_secs.max(0.0)),
+            timeout: Duration::from_secs_f64(self.timeout_secs.max(0.001)),
+        };
+        Ok(Judge {
+            client: Client::new(config, Some(out.join("gscore-cache"))),
+            prompt,
+            runs: self.runs,
+            methods,
+        })
+    }
 }
 
 /// The metrics one run computes, and what they need.
 struct Scorers {
     dai: bool,
     lpips: Option<AlexLpips>,
+    gscore: Option<Judge>,
 }
 
 /// Runs `gooddrag eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
-    let samples = dataset::discover(&args.data)?;
     // With no metric named, every metric whose inputs were given.
-    let any = args.dai || args.image_fidelity;
+    let any = args.dai || args.image_fidelity || args.gscore;
     let want_if = args.image_fidelity || (!any && args.alexnet.is_some());
     let mut weights = serde_json::Map::new();
     let lpips = if want_if {
@@ -94,10 +224,68 @@ pub fn run(args: EvalArgs) -> Result<()> {
     } else {
         None
     };
+    let mut settings = serde_json::Map::new();
+    let gscore = if args.gscore {
+        Some(
+            args.judge
+                .judge(vec![args.results.clone()], &args.out, &mut settings)?,
+        )
+    } else {
+        None
+    };
     let scorers = Scorers {
         dai: args.dai || !any,
         lpips,
+        gscore,
     };
+    settings.insert("weights".into(), weights.into());
+    if scorers.lpips.is_some() {
+        settings.insert(
+            "if_resize".into(),
+            "bilinear 224×224, align_corners=False, no antialias (DragBench)".into(),
+        );
+    }
+    score_all(
+        &scorers,
+        &args.data,
+        &args.results,
+        &args.out,
+        args.shard,
+        settings,
+    )
+}
+
+/// Runs `gooddrag gscore`: GScore only, every method's result judged in one request.
+pub fn run_gscore(args: GscoreArgs) -> Result<()> {
+    let mut settings = serde_json::Map::new();
+    let judge = args
+        .judge
+        .judge(args.results.clone(), &args.out, &mut settings)?;
+    let scorers = Scorers {
+        dai: false,
+        lpips: None,
+        gscore: Some(judge),
+    };
+    score_all(
+        &scorers,
+        &args.data,
+        &args.results[0],
+        &args.out,
+        args.shard,
+        settings,
+    )
+}
+
+/// Scores every sample (of the shard) and writes the report and summary.
+fn score_all(
+    scorers: &Scorers,
+    data: &Path,
+    results: &Path,
+    out: &Path,
+    shard: Option<Shard>,
+    mut settings: serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    let samples = dataset::discover(data)?;
     let mut metrics = Vec::new();
     if scorers.dai {
         metrics.push("dai");
@@ -105,21 +293,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if scorers.lpips.is_some() {
         metrics.push("if");
     }
-    let settings = serde_json::json!({
-        "metrics": metrics,
-        "results": args.results.display().to_string(),
-        "weights": weights,
-        "if_resize": "bilinear 224×224, align_corners=False, no antialias (DragBench)",
-        "version": env!("CARGO_PKG_VERSION"),
-    });
-    let (report_dir, rows, shard) =
-        run_samples(&args.out, &args.data, &samples, args.shard, |name, dir| {
-            score_sample(&scorers, &args.results, name, dir)
-        })?;
+    if scorers.gscore.is_some() {
+        metrics.push("gscore");
+    }
+    settings.insert("metrics".into(), metrics.into());
+    settings.insert("results".into(), results.display().to_string().into());
+    settings.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+    let (report_dir, rows, shard) = run_samples(out, data, &samples, shard, |name, dir| {
+        score_sample(scorers, results, name, dir)
+    })?;
     let header = serde_json::json!({ "kind": KIND, "settings": settings });
     write_summary(
         &report_dir,
-        &args.data.display().to_string(),
+        &data.display().to_string(),
         &rows,
         &header,
         shard,
@@ -153,7 +339,39 @@ fn score_sample(
         row["lpips"] = d.total.into();
         row["lpips_per_layer"] = d.per_layer.to_vec().into();
     }
+    if let Some(judge) = &scorers.gscore {
+        row["gscore"] = judge_sample(judge, &sample, dir)?;
+    }
     Ok(row)
+}
+
+/// GScore of one sample: every run's answer and scores (one per method; `null` where the
+/// answer could not be read), and what the requests cost.
+fn judge_sample(judge: &Judge, sample: &Sample, dir: &Path) -> Result<serde_json::Value> {
+    let original = dataset::original_path(dir)
+        .ok_or_else(|| Error::InvalidInput(format!("`{}` has no original", dir.display())))?;
+    let original = ImageFile::read(&original)?;
+    let edits = judge
+        .methods
+        .iter()
+        .map(|m| ImageFile::read(&dataset::find_result(sample, m)?.path))
+        .collect::<Result<Vec<_>>>()?;
+    let model = judge.client.model();
+    let body = gscore::request_body(model, &judge.prompt, &original, &edits);
+    let mut runs = Vec::new();
+    let (mut requests, mut cached, mut unparsed) = (0, 0, 0);
+    for run in 0..judge.runs {
+        let key = format!("{}/run-{run}", sample.name);
+        let (answer, calls) = judge.client.answer(&key, &body)?;
+        requests += calls.requests;
+        cached += usize::from(calls.cached);
+        let scores = gscore::parse_scores(&answer, edits.len());
+        unparsed += scores.iter().filter(|s| s.is_none()).count();
+        runs.push(serde_json::json!({ "scores": scores, "answer": answer }));
+    }
+    Ok(serde_json::json!({
+        "runs": runs, "unparsed": unparsed, "requests": requests, "cached_runs": cached,
+    }))
 }
 
 /// Writes the eval summary of `rows`; `header` holds `kind` and `settings` (from this run, or
@@ -169,6 +387,9 @@ pub fn write_summary(
     let mut lpips = Vec::new();
     let mut failures = Vec::new();
     let mut resized = 0;
+    // GScore: [run][method] → the scores read.
+    let mut judged: Vec<Vec<Vec<f64>>> = Vec::new();
+    let mut unparsed = 0;
     for row in rows {
         let name = row["sample"].as_str().unwrap_or_default().to_string();
         if row["ok"] != true {
@@ -185,6 +406,23 @@ pub fn write_summary(
         }
         if let Some(v) = row["lpips"].as_f64() {
             lpips.push(v);
+        }
+        for (r, run) in row["gscore"]["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let scores = run["scores"].as_array().cloned().unwrap_or_default();
+            if judged.len() <= r {
+                judged.push(vec![Vec::new(); scores.len()]);
+            }
+            for (m, score) in scores.iter().enumerate() {
+                match (score.as_f64(), judged[r].get_mut(m)) {
+                    (Some(v), Some(per)) => per.push(v),
+                    _ => unparsed += 1,
+                }
+            }
         }
     }
     let scored = rows.len() - failures.len();
@@ -221,6 +459,11 @@ pub fn write_summary(
             n = lpips.len()
         );
     }
+    if !judged.is_empty() {
+        let (json, table) = gscore_summary(&judged, unparsed, &header["settings"]["gscore"]);
+        summary["gscore"] = json;
+        md += &table;
+    }
     let weights = &header["settings"]["weights"];
     if let Some(files) = weights.as_object().filter(|w| !w.is_empty()) {
         md += "\n| weights | file | SHA-256 |\n|---|---|---|\n";
@@ -239,4 +482,61 @@ pub fn write_summary(
         }
     }
     write_summary_files(dir, summary, &md, shard)
+}
+
+/// GScore per method: the mean over samples in each run, then mean ± std over runs (as the
+/// paper reports it), with how many scores were read and how many answers were not.
+fn gscore_summary(
+    judged: &[Vec<Vec<f64>>],
+    unparsed: usize,
+    settings: &serde_json::Value,
+) -> (serde_json::Value, String) {
+    let methods = judged[0].len();
+    let mut out = Vec::new();
+    let mut md = format!(
+        "\n| GScore ({} run{}, model {}) | mean | std over runs | scores read |\n|---|---|---|---|\n",
+        judged.len(),
+        if judged.len() == 1 { "" } else { "s" },
+        settings["model"].as_str().unwrap_or("?"),
+    );
+    for m in 0..methods {
+        let per_run: Vec<f64> = judged
+            .iter()
+            .filter_map(|run| {
+                let v = run.get(m)?;
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            })
+            .collect();
+        let read: usize = judged
+            .iter()
+            .map(|run| run.get(m).map_or(0, Vec::len))
+            .sum();
+        let mean =
+            (!per_run.is_empty()).then(|| per_run.iter().sum::<f64>() / per_run.len() as f64);
+        let std = mean.map(|mu| {
+            (per_run.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / per_run.len() as f64).sqrt()
+        });
+        let label = gscore::label(m).to_string();
+        let results = settings["methods"][m]["results"]
+            .as_str()
+            .unwrap_or_default();
+        md += &format!(
+            "| {label}: {results} | {} | {} | {read} |\n",
+            mean.map_or("–".into(), |v| format!("{v:.2}")),
+            std.map_or("–".into(), |v| format!("{v:.2}")),
+        );
+        out.push(serde_json::json!({
+            "label": label, "results": results, "mean": mean, "std_over_runs": std,
+            "per_run": per_run, "scores_read": read,
+        }));
+    }
+    if unparsed > 0 {
+        md += &format!(
+            "\n{unparsed} answers gave no readable score for an image (see report.jsonl).\n"
+        );
+    }
+    (
+        serde_json::json!({ "methods": out, "unparsed": unparsed }),
+        md,
+    )
 }

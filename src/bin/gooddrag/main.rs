@@ -43,6 +43,10 @@ enum Command {
     /// IF = 1 − LPIPS as DragBench) into report.jsonl, summary.json and summary.md; shards
     /// and merges like `bench`.
     Eval(eval::EvalArgs),
+    /// GScore: every method's results judged side by side, per sample, by a multimodal model
+    /// behind any OpenAI-compatible chat-completions endpoint (hosted, vLLM, llama.cpp,
+    /// Ollama); answers cached, the key read from an environment variable.
+    Gscore(eval::GscoreArgs),
     /// Run the device probe (GroupNorm → SiLU → Conv2d → attention, forward + backward) and
     /// print the adapter and the numbers; the browser test compares its WebGPU run to this.
     Probe(probe::ProbeArgs),
@@ -80,6 +84,7 @@ fn run(cli: Cli) -> gooddrag::Result<()> {
         Command::Merge(args) => report::merge(args),
         Command::Dai(args) => dai::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Gscore(args) => eval::run_gscore(args),
         Command::Probe(args) => probe::run(args),
         Command::BenchSynthetic(args) => synthetic::bench_synthetic(args),
         Command::BenchUnet(args) => synthetic::bench_unet(args),
