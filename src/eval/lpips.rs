@@ -25,6 +25,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
+use crate::image::resample::torch_bilinear;
 use crate::tensor_io::read_f32;
 use crate::weights::F32Tensor;
 
@@ -276,54 +277,12 @@ pub fn signed_unit(image: &RgbImage, device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(signed_unit_planar(image), shape), device)
 }
 
-/// DragBench's IF input: [`signed_unit`], then bilinear to 224×224 ([`torch_bilinear`]).
+/// DragBench's IF input: [`signed_unit`], then bilinear to 224×224 ([`torch_bilinear`]:
+/// PARITY: `F.interpolate(..., (224, 224), mode="bilinear")` aliases when shrinking and does not
+/// keep the aspect ratio; reproduced, not fixed).
 pub fn if_input(image: &RgbImage, device: &Device) -> Tensor<4> {
     let planar = signed_unit_planar(image);
     let (w, h) = (image.width, image.height);
     let resized = torch_bilinear(&planar, 3, h, w, IF_SIDE, IF_SIDE);
     Tensor::from_data(TensorData::new(resized, [1, 3, IF_SIDE, IF_SIDE]), device)
-}
-
-/// The source taps of one output axis as PyTorch's CPU kernel computes them: `(i0, i1, λ0, λ1)`.
-fn torch_axis(input: usize, output: usize) -> Vec<(usize, usize, f32, f32)> {
-    // PARITY: the scale is an f32 quotient and the source index is computed in f32
-    // (ATen `area_pixel_compute_scale` / `area_pixel_compute_source_index` with opmath = float);
-    // an exact scale moves 256 → 224 samples by up to 2e-6.
-    let scale = input as f32 / output as f32;
-    (0..output)
-        .map(|o| {
-            let src = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
-            let i0 = (src.floor() as usize).min(input - 1);
-            let l1 = (src - i0 as f32).clamp(0.0, 1.0);
-            let i1 = if i0 < input - 1 { i0 + 1 } else { i0 };
-            (i0, i1, 1.0 - l1, l1)
-        })
-        .collect()
-}
-
-/// `F.interpolate(x, (out_h, out_w), mode="bilinear")` on planar `[c, h, w]` f32 data, as
-/// PyTorch computes it on the CPU: align_corners = False, no antialiasing (PARITY: DragBench's IF
-/// squashes both images to 224×224 this way, aliasing when shrinking and ignoring the aspect
-/// ratio; reproduced, not fixed), each output `(x00·λ0w + x01·λ1w)·λ0h + (x10·λ0w + x11·λ1w)·λ1h`.
-pub fn torch_bilinear(
-    planar: &[f32],
-    channels: usize,
-    h: usize,
-    w: usize,
-    out_h: usize,
-    out_w: usize,
-) -> Vec<f32> {
-    let (ys, xs) = (torch_axis(h, out_h), torch_axis(w, out_w));
-    let mut out = Vec::with_capacity(channels * out_h * out_w);
-    for plane in planar.chunks_exact(h * w).take(channels) {
-        for &(y0, y1, a0, a1) in &ys {
-            let (r0, r1) = (&plane[y0 * w..(y0 + 1) * w], &plane[y1 * w..(y1 + 1) * w]);
-            for &(x0, x1, b0, b1) in &xs {
-                let top = r0[x0] * b0 + r0[x1] * b1;
-                let bottom = r1[x0] * b0 + r1[x1] * b1;
-                out.push(top * a0 + bottom * a1);
-            }
-        }
-    }
-    out
 }

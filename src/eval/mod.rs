@@ -4,7 +4,10 @@
 pub mod dai;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod dataset;
+pub mod dift;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod gscore;
 pub mod lpips;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod md;
 pub mod shard;

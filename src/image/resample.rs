@@ -6,6 +6,9 @@
 //! align_corners = False. Pixel centres sit at `i + 0.5` on both grids, the convention
 //! [`super::working::SizeMap`] maps points with.
 //!
+//! [`torch_bilinear`] is the other resize: PyTorch's non-antialiased `F.interpolate(...,
+//! mode="bilinear")`, bit for bit, for the metrics whose reference code uses it.
+//!
 //! The output can be produced one row at a time ([`Resampler::rows`]) so a 12-megapixel result
 //! is never held as floats (it would be 145 MB in a browser tab).
 
@@ -116,6 +119,63 @@ impl Resampler {
         });
         out
     }
+}
+
+/// The source taps of one output axis as PyTorch's CPU kernel computes them: `(i0, i1, λ0, λ1)`.
+pub fn torch_axis(input: usize, output: usize) -> Vec<(usize, usize, f32, f32)> {
+    // PARITY: the scale is an f32 quotient and the source index is computed in f32
+    // (ATen `area_pixel_compute_scale` / `area_pixel_compute_source_index` with opmath = float);
+    // an exact scale moves 256 → 224 samples by up to 2e-6.
+    let scale = input as f32 / output as f32;
+    (0..output)
+        .map(|o| {
+            let src = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
+            let i0 = (src.floor() as usize).min(input - 1);
+            let l1 = (src - i0 as f32).clamp(0.0, 1.0);
+            let i1 = if i0 < input - 1 { i0 + 1 } else { i0 };
+            (i0, i1, 1.0 - l1, l1)
+        })
+        .collect()
+}
+
+/// `F.interpolate(x, (out_h, out_w), mode="bilinear")` on planar `[c, h, w]` f32 data, as
+/// PyTorch computes it: align_corners = False, no antialiasing, each output
+/// `(x00·λ0w + x01·λ1w)·λ0h + (x10·λ0w + x11·λ1w)·λ1h` ([`torch_blend`]). The metrics use it
+/// where their reference code does (DragBench's IF input, DIFT feature maps), never to resize
+/// photos ([`Resampler`] does that).
+pub fn torch_bilinear(
+    planar: &[f32],
+    channels: usize,
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<f32> {
+    let (ys, xs) = (torch_axis(h, out_h), torch_axis(w, out_w));
+    let mut out = Vec::with_capacity(channels * out_h * out_w);
+    for plane in planar.chunks_exact(h * w).take(channels) {
+        for &(y0, y1, a0, a1) in &ys {
+            let (r0, r1) = (&plane[y0 * w..(y0 + 1) * w], &plane[y1 * w..(y1 + 1) * w]);
+            for &(x0, x1, b0, b1) in &xs {
+                out.push(torch_blend(
+                    [r0[x0], r0[x1], r1[x0], r1[x1]],
+                    (a0, a1),
+                    (b0, b1),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// One bilinear sample from its four neighbours `[top-left, top-right, bottom-left,
+/// bottom-right]` with row weights `(λ0h, λ1h)` and column weights `(λ0w, λ1w)`, in PyTorch's
+/// operation order.
+#[inline]
+pub fn torch_blend(v: [f32; 4], (a0, a1): (f32, f32), (b0, b1): (f32, f32)) -> f32 {
+    let top = v[0] * b0 + v[1] * b1;
+    let bottom = v[2] * b0 + v[3] * b1;
+    top * a0 + bottom * a1
 }
 
 #[cfg(test)]

@@ -108,15 +108,29 @@ impl DdimScheduler {
     /// Builds the noise table and the `num_inference_steps` timesteps (diffusers `__init__` +
     /// `set_timesteps`). Unsupported options give an error naming them.
     pub fn new(config: DdimSchedulerConfig, num_inference_steps: usize) -> Result<Self> {
+        if config.prediction_type != "epsilon" {
+            return Err(Error::InvalidInput(format!(
+                "scheduler_config.json: prediction_type `{}` is not supported; GoodDrag needs an \
+                 epsilon-prediction Stable Diffusion 1.x/2.x-base scheduler config",
+                config.prediction_type
+            )));
+        }
+        Self::build(config, num_inference_steps)
+    }
+
+    /// The noise table for the forward process alone ([`add_noise`](Self::add_noise)), which
+    /// every prediction type shares: DIFT features come from SD 2.1, a v-prediction model.
+    pub fn forward_process(config: DdimSchedulerConfig) -> Result<Self> {
+        Self::build(config, 1)
+    }
+
+    fn build(config: DdimSchedulerConfig, num_inference_steps: usize) -> Result<Self> {
         let unsupported = |what: String| {
             Err(Error::InvalidInput(format!(
                 "scheduler_config.json: {what} is not supported; GoodDrag needs an \
                  epsilon-prediction Stable Diffusion 1.x/2.x-base scheduler config"
             )))
         };
-        if config.prediction_type != "epsilon" {
-            return unsupported(format!("prediction_type `{}`", config.prediction_type));
-        }
         if config.trained_betas.is_some() {
             return unsupported("trained_betas".into());
         }
