@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::dift::FeatureMap;
 use crate::error::{Error, Result};
-use crate::image::resample::{torch_axis, torch_blend};
+use crate::image::resample::{TorchTap, torch_axis, torch_blend};
 
 /// PyTorch `cosine_similarity`'s eps: each norm is clamped to at least this.
 const COS_EPS: f32 = 1e-8;
@@ -33,7 +33,7 @@ pub struct PointMatch {
 /// The map's vector at full-resolution pixel `(x, y)` of a `width × height` upsampling.
 fn upsampled_vector(
     map: &FeatureMap,
-    taps: (&[(usize, usize, f32, f32)], &[(usize, usize, f32, f32)]),
+    taps: (&[TorchTap], &[TorchTap]),
     x: usize,
     y: usize,
 ) -> Vec<f32> {

@@ -121,8 +121,11 @@ impl Resampler {
     }
 }
 
-/// The source taps of one output axis as PyTorch's CPU kernel computes them: `(i0, i1, λ0, λ1)`.
-pub fn torch_axis(input: usize, output: usize) -> Vec<(usize, usize, f32, f32)> {
+/// One output position's source taps along an axis: `(i0, i1, λ0, λ1)`.
+pub type TorchTap = (usize, usize, f32, f32);
+
+/// The source taps of one output axis as PyTorch's CPU kernel computes them.
+pub fn torch_axis(input: usize, output: usize) -> Vec<TorchTap> {
     // PARITY: the scale is an f32 quotient and the source index is computed in f32
     // (ATen `area_pixel_compute_scale` / `area_pixel_compute_source_index` with opmath = float);
     // an exact scale moves 256 → 224 samples by up to 2e-6.
