@@ -1,7 +1,7 @@
 //! `gooddrag eval` end to end: a mixed-layout dataset with results in both layouts (one at
 //! another size, one missing), IF against the `lpips` package's own value for a committed pair
-//! (tests/fixtures/lpips), DAI, sharded runs + `merge` equal to the unsharded run, and the
-//! errors a user meets first.
+//! (tests/fixtures/lpips), DAI, MD with the tiny SD 2.x model (tests/fixtures/tiny-sd2), sharded
+//! runs + `merge` equal to the unsharded run, and the errors a user meets first.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -119,7 +119,7 @@ fn dataset(dir: &Path) -> (PathBuf, PathBuf) {
 
 fn eval_cmd(data: &Path, results: &Path, out: &Path, alexnet: &Path) -> Command {
     let mut cmd = bin();
-    cmd.args(["eval", "--device", "cpu", "--dai", "--if", "--data"])
+    cmd.args(["eval", "--device", "cpu", "--dai", "--if", "--md", "--data"])
         .arg(data)
         .arg("--results")
         .arg(results)
@@ -128,7 +128,9 @@ fn eval_cmd(data: &Path, results: &Path, out: &Path, alexnet: &Path) -> Command 
         .arg("--alexnet")
         .arg(alexnet)
         .arg("--lpips-heads")
-        .arg(lpips_dir().join("alex.pth"));
+        .arg(lpips_dir().join("alex.pth"))
+        .arg("--dift-model")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd2"));
     cmd
 }
 
@@ -177,6 +179,13 @@ fn eval_scores_dai_and_if_like_the_references_and_shards_merge_to_the_same_repor
     );
     assert_eq!(db["resized"], true);
     assert!(db["lpips"].as_f64().unwrap() > 0.0);
+    // MD: one distance per pair, pooled in the summary.
+    let distances = |row: &serde_json::Value| -> Vec<f64> {
+        serde_json::from_value(row["md"]["distances"].clone()).unwrap()
+    };
+    assert_eq!(distances(pair).len(), 1);
+    assert_eq!(distances(db).len(), 2, "meta_p4.pkl holds two pairs");
+    let all: Vec<f64> = [distances(db), distances(pair)].concat();
     assert_eq!(report[1]["ok"], false);
     assert!(
         report[1]["error"]
@@ -195,6 +204,13 @@ fn eval_scores_dai_and_if_like_the_references_and_shards_merge_to_the_same_repor
     let mean = (got + db["lpips"].as_f64().unwrap()) / 2.0;
     assert!((summary["lpips_mean"].as_f64().unwrap() - mean).abs() < 1e-12);
     assert!((summary["if"].as_f64().unwrap() - (1.0 - mean)).abs() < 1e-12);
+    let md = summary["md"].as_f64().unwrap();
+    assert!(
+        (md - all.iter().sum::<f64>() / 3.0).abs() < 1e-12,
+        "MD pooled over 3 pairs"
+    );
+    assert_eq!(summary["md_pairs"], 3);
+    assert!(summary["settings"]["weights"]["dift_unet"]["sha256"].is_string());
     let sha = summary["settings"]["weights"]["lpips_heads"]["sha256"]
         .as_str()
         .unwrap();
@@ -202,7 +218,11 @@ fn eval_scores_dai_and_if_like_the_references_and_shards_merge_to_the_same_repor
         sha.starts_with("df73285e"),
         "the real heads' SHA-256: {sha}"
     );
-    assert!(stdout.contains("IF = 1 − LPIPS") && stdout.contains(sha));
+    assert!(
+        stdout.contains("IF = 1 − LPIPS")
+            && stdout.contains(sha)
+            && stdout.contains("MD (DIFT, px)")
+    );
 
     // Two shards + merge = the unsharded run, byte for byte.
     let sharded = dir.join("sharded");

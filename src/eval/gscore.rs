@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
 use crate::error::{Error, Result};
 
@@ -258,10 +257,7 @@ impl Client {
     /// else from the endpoint (then cached).
     pub fn answer(&self, key: &str, body: &serde_json::Value) -> Result<(String, Calls)> {
         let text = body.to_string();
-        let sha = sha2::Sha256::digest(text.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>();
+        let sha = super::sha256_hex(text.as_bytes());
         let file = self.cache.as_ref().map(|c| c.join(format!("{key}.json")));
         if let Some(file) = &file
             && let Ok(cached) = std::fs::read_to_string(file)

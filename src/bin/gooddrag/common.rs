@@ -86,15 +86,6 @@ pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| cannot_read(path, e))
 }
 
-/// The SHA-256 of `bytes` as lowercase hex (how weight files are identified in reports).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn cannot_read(path: &Path, e: std::io::Error) -> Error {
     Error::InvalidInput(format!("cannot read `{}`: {e}", path.display()))
 }

@@ -2,7 +2,7 @@
 //! DragBench's layout) against a dataset with the metrics papers report — DAI (GoodDrag), IF
 //! = 1 − LPIPS (DragBench) and GScore (GoodDrag's multimodal-model judge) — and writes the
 //! per-sample report and a summary through [`crate::report`] (so it shards and merges like
-//! `bench`). `gooddrag gscore` is the same run with GScore only, for several methods' results
+//! `bench`), and MD (DragBench's DIFT point matching). `gooddrag gscore` is the same run with GScore only, for several methods' results
 //! judged side by side as the GoodDrag notebook does. The summary records the weights used
 //! (SHA-256 of each file), the judging prompt's SHA-256 and the settings. Background:
 //! docs/EVALUATION.md §2.
@@ -13,13 +13,19 @@ use std::time::Duration;
 
 use clap::Args;
 use gooddrag::eval::dataset::{self, DaiScores, Sample};
+use gooddrag::eval::dift::{DiftNoise, DiftSettings, dift_features};
 use gooddrag::eval::gscore::{self, Client, ClientConfig, ImageFile};
 use gooddrag::eval::lpips::AlexLpips;
+use gooddrag::eval::md::match_points;
 use gooddrag::eval::shard::Shard;
+use gooddrag::eval::{sha256_file, sha256_hex};
+use gooddrag::image::RgbImage;
+use gooddrag::model_set::{Models, weights_file};
+use gooddrag::rng::{FNV1A64_OFFSET, Rng, fnv1a64};
 use gooddrag::weights::read_tensor_file;
 use gooddrag::{Error, Result, device};
 
-use crate::common::{failures_json, read_bytes, sha256_hex};
+use crate::common::{failures_json, read_bytes};
 use crate::report::{ShardInfo, run_samples, write_summary_files};
 
 /// The `kind` an eval summary records (`merge` tells eval shards from bench shards by it).
@@ -52,6 +58,17 @@ pub struct EvalArgs {
     /// The LPIPS v0.1 linear heads (`lpips/weights/v0.1/alex.pth` inside the `lpips` package).
     #[arg(long, value_name = "FILE")]
     lpips_heads: Option<PathBuf>,
+    /// Score MD (DragBench's DIFT point matching); needs --dift-model.
+    #[arg(long)]
+    md: bool,
+    /// The diffusers folder DIFT features come from: DragBench uses
+    /// stabilityai/stable-diffusion-2-1 (any SD 1.x/2.x folder loads).
+    #[arg(long, value_name = "DIR")]
+    dift_model: Option<PathBuf>,
+    /// Seed of DIFT's noise; each sample's draws come from this seed and the sample's name, so
+    /// shards draw what the unsharded run draws.
+    #[arg(long, default_value_t = 42)]
+    dift_seed: u64,
     /// Device for the networks: `auto`, `wgpu`, `wgpu:N` or `cpu`.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -184,45 +201,89 @@ impl JudgeArgs {
     }
 }
 
+/// MD's featurizer and its settings.
+struct Md {
+    models: Models,
+    settings: DiftSettings,
+    seed: u64,
+}
+
 /// The metrics one run computes, and what they need.
 struct Scorers {
     dai: bool,
     lpips: Option<AlexLpips>,
+    md: Option<Md>,
     gscore: Option<Judge>,
 }
 
 /// Runs `gooddrag eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
     // With no metric named, every metric whose inputs were given.
-    let any = args.dai || args.image_fidelity || args.gscore;
+    let any = args.dai || args.image_fidelity || args.md || args.gscore;
     let want_if = args.image_fidelity || (!any && args.alexnet.is_some());
+    let want_md = args.md || (!any && args.dift_model.is_some());
     let mut weights = serde_json::Map::new();
-    let lpips = if want_if {
-        let (Some(alexnet), Some(heads)) = (&args.alexnet, &args.lpips_heads) else {
-            return Err(Error::InvalidInput(
-                "--if needs --alexnet FILE (torchvision's alexnet-owt-7be5be79.pth) and \
-                 --lpips-heads FILE (lpips/weights/v0.1/alex.pth from the lpips package)"
-                    .into(),
-            ));
-        };
+    let device = if want_if || want_md {
         let (dev, adapter) = device::by_name(&args.device)?;
         eprintln!(
             "device: {} ({}, {})",
             adapter.name, adapter.backend, adapter.device_type
         );
-        let mut load = |role: &str, path: &Path| -> Result<Vec<_>> {
-            let bytes = read_bytes(path)?;
-            weights.insert(
-                role.into(),
-                serde_json::json!({ "file": path.display().to_string(), "sha256": sha256_hex(&bytes) }),
-            );
-            read_tensor_file(&path.display().to_string(), &bytes)
-        };
-        let trunk = load("alexnet", alexnet)?;
-        let heads = load("lpips_heads", heads)?;
-        Some(AlexLpips::new(&trunk, &heads, &dev)?)
+        Some((dev, adapter.max_storage_buffer_binding_size))
     } else {
         None
+    };
+    let lpips = match (&device, want_if) {
+        (Some((dev, _)), true) => {
+            let (Some(alexnet), Some(heads)) = (&args.alexnet, &args.lpips_heads) else {
+                return Err(Error::InvalidInput(
+                    "--if needs --alexnet FILE (torchvision's alexnet-owt-7be5be79.pth) and \
+                     --lpips-heads FILE (lpips/weights/v0.1/alex.pth from the lpips package)"
+                        .into(),
+                ));
+            };
+            let mut load = |role: &str, path: &Path| -> Result<Vec<_>> {
+                let bytes = read_bytes(path)?;
+                weights.insert(role.into(), weights_entry(path, sha256_hex(&bytes)));
+                read_tensor_file(&path.display().to_string(), &bytes)
+            };
+            let trunk = load("alexnet", alexnet)?;
+            let heads = load("lpips_heads", heads)?;
+            Some(AlexLpips::new(&trunk, &heads, dev)?)
+        }
+        _ => None,
+    };
+    let md = match (&device, want_md) {
+        (Some((dev, max_binding)), true) => {
+            let dir = args.dift_model.as_ref().ok_or_else(|| {
+                Error::InvalidInput(
+                    "--md needs --dift-model DIR: a diffusers Stable Diffusion folder \
+                     (DragBench uses stabilityai/stable-diffusion-2-1)"
+                        .into(),
+                )
+            })?;
+            for (role, sub, base) in [
+                ("dift_unet", "unet", "diffusion_pytorch_model"),
+                ("dift_vae", "vae", "diffusion_pytorch_model"),
+                ("dift_text_encoder", "text_encoder", "model"),
+            ] {
+                let file = weights_file(&dir.join(sub), base)?;
+                weights.insert(role.into(), weights_entry(&file, sha256_file(&file)?));
+            }
+            let started = std::time::Instant::now();
+            let models = Models::load_dir(dir, None, dev, *max_binding)?;
+            eprintln!(
+                "DIFT model loaded from {} in {:.1} s",
+                dir.display(),
+                started.elapsed().as_secs_f64()
+            );
+            Some(Md {
+                models,
+                settings: DiftSettings::default(),
+                seed: args.dift_seed,
+            })
+        }
+        _ => None,
     };
     let mut settings = serde_json::Map::new();
     let gscore = if args.gscore {
@@ -233,9 +294,20 @@ pub fn run(args: EvalArgs) -> Result<()> {
     } else {
         None
     };
+    if let Some(md) = &md {
+        let d = md.settings;
+        settings.insert(
+            "md".into(),
+            serde_json::json!({
+                "timestep": d.timestep, "up_ft_index": d.up_ft_index, "ensemble": d.ensemble,
+                "seed": md.seed, "prompt": "the sample's (DragBench's prompt; \"\" for GoodDrag's layout)",
+            }),
+        );
+    }
     let scorers = Scorers {
         dai: args.dai || !any,
         lpips,
+        md,
         gscore,
     };
     settings.insert("weights".into(), weights.into());
@@ -264,6 +336,7 @@ pub fn run_gscore(args: GscoreArgs) -> Result<()> {
     let scorers = Scorers {
         dai: false,
         lpips: None,
+        md: None,
         gscore: Some(judge),
     };
     score_all(
@@ -293,6 +366,9 @@ fn score_all(
     if scorers.lpips.is_some() {
         metrics.push("if");
     }
+    if scorers.md.is_some() {
+        metrics.push("md");
+    }
     if scorers.gscore.is_some() {
         metrics.push("gscore");
     }
@@ -310,6 +386,11 @@ fn score_all(
         &header,
         shard,
     )
+}
+
+/// A weights file as the summary records it.
+fn weights_entry(path: &Path, sha256: String) -> serde_json::Value {
+    serde_json::json!({ "file": path.display().to_string(), "sha256": sha256 })
 }
 
 /// One sample's report row: where its result was found and each metric.
@@ -339,10 +420,53 @@ fn score_sample(
         row["lpips"] = d.total.into();
         row["lpips_per_layer"] = d.per_layer.to_vec().into();
     }
+    if let Some(md) = &scorers.md {
+        row["md"] = md_sample(md, &sample, &found.image)?;
+    }
     if let Some(judge) = &scorers.gscore {
         row["gscore"] = judge_sample(judge, &sample, dir)?;
     }
     Ok(row)
+}
+
+/// MD of one sample: each handle's best match in the result, its cosine and its distance to
+/// the target (docs/EVALUATION.md §2.3).
+fn md_sample(md: &Md, sample: &Sample, edited: &RgbImage) -> Result<serde_json::Value> {
+    // PARITY (deviation): DragBench draws from one stream per run, so an image's noise depends
+    // on every image before it; here it depends on the seed and the sample's name only.
+    let mut rng = Rng::new(fnv1a64(FNV1A64_OFFSET ^ md.seed, sample.name.as_bytes()));
+    let mut features = |image: &RgbImage| {
+        pollster::block_on(dift_features(
+            &md.models,
+            image,
+            &sample.prompt,
+            md.settings,
+            DiftNoise::Seeded(&mut rng),
+        ))
+    };
+    let source = features(&sample.image)?;
+    let result = features(edited)?;
+    let mut handles = Vec::new();
+    let mut targets = Vec::new();
+    for pair in sample.points.chunks_exact(2) {
+        let [x, y] = pair[0];
+        if x < 0.0 || y < 0.0 {
+            return Err(Error::InvalidInput(format!(
+                "MD: handle ({x}, {y}) is outside the image"
+            )));
+        }
+        // PARITY: DragBench indexes the feature map with the integer points as given.
+        handles.push([x as usize, y as usize]);
+        targets.push(pair[1]);
+    }
+    let size = (sample.image.width, sample.image.height);
+    let matches = match_points(&source, &result, size, &handles, &targets)?;
+    let distances: Vec<f64> = matches.iter().map(|m| m.distance).collect();
+    Ok(serde_json::json!({
+        "distances": distances,
+        "matches": matches.iter().map(|m| m.found).collect::<Vec<_>>(),
+        "cosines": matches.iter().map(|m| m.cosine).collect::<Vec<_>>(),
+    }))
 }
 
 /// GScore of one sample: every run's answer and scores (one per method; `null` where the
@@ -385,6 +509,9 @@ pub fn write_summary(
 ) -> Result<()> {
     let mut dai = Vec::new();
     let mut lpips = Vec::new();
+    // MD: every pair's distance, pooled, and each image's mean.
+    let mut md_pairs: Vec<f64> = Vec::new();
+    let mut md_images: Vec<f64> = Vec::new();
     let mut failures = Vec::new();
     let mut resized = 0;
     // GScore: [run][method] → the scores read.
@@ -406,6 +533,13 @@ pub fn write_summary(
         }
         if let Some(v) = row["lpips"].as_f64() {
             lpips.push(v);
+        }
+        if let Some(d) = row["md"]["distances"].as_array() {
+            let d: Vec<f64> = d.iter().filter_map(serde_json::Value::as_f64).collect();
+            if !d.is_empty() {
+                md_images.push(d.iter().sum::<f64>() / d.len() as f64);
+                md_pairs.extend(d);
+            }
         }
         for (r, run) in row["gscore"]["runs"]
             .as_array()
@@ -457,6 +591,21 @@ pub fn write_summary(
              | IF = 1 − LPIPS | {:.4} | {n} |\n",
             1.0 - mean,
             n = lpips.len()
+        );
+    }
+    if !md_pairs.is_empty() {
+        // DragBench: the mean over all pairs of all images, pooled (images with more pairs
+        // weigh more); the mean of per-image means beside it.
+        let pooled = md_pairs.iter().sum::<f64>() / md_pairs.len() as f64;
+        let per_image = md_images.iter().sum::<f64>() / md_images.len() as f64;
+        summary["md"] = pooled.into();
+        summary["md_pairs"] = md_pairs.len().into();
+        summary["md_image_mean"] = per_image.into();
+        md += &format!(
+            "\n| MD (DIFT, px) | value | count |\n|---|---|---|\n| pooled over pairs (DragBench) \
+             | {pooled:.2} | {} pairs |\n| mean of per-image means | {per_image:.2} | {} images |\n",
+            md_pairs.len(),
+            md_images.len()
         );
     }
     if !judged.is_empty() {
