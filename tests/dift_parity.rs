@@ -336,3 +336,45 @@ fn dift_refuses_noise_of_the_wrong_size() {
     .unwrap_err();
     assert!(e.to_string().contains("needed"), "{e}");
 }
+
+/// DIFT's truncated UNet returns exactly the full forward's `up_blocks[1]` output while
+/// running only the layers up to it (the work counter counts the multiply-adds run).
+#[test]
+fn the_truncated_unet_equals_the_full_forwards_tap_for_less_work() {
+    let m = models();
+    let exp = Expected::load();
+    let (shape, sample) = exp.f32("unet_sample");
+    let (tshape, text) = exp.f32("unet_encoder_hidden_states");
+    let sample = Tensor::<4>::from_data(
+        TensorData::new(sample, [shape[0], shape[1], shape[2], shape[3]]),
+        &m.device,
+    );
+    let text = Tensor::<3>::from_data(
+        TensorData::new(text, [tshape[0], tshape[1], tshape[2]]),
+        &m.device,
+    );
+    let (full, full_flops) = gooddrag::perf::work::count(|| {
+        m.unet
+            .forward(sample.clone(), &[261.0], text.clone(), &[1])
+            .up_block(1)
+            .cloned()
+            .unwrap()
+    });
+    let (cut, cut_flops) = gooddrag::perf::work::count(|| {
+        m.unet
+            .forward_to_up_block(sample.clone(), &[261.0], text.clone(), 1)
+            .unwrap()
+    });
+    let read = |t: Tensor<4>| pollster::block_on(read_f32(t)).unwrap();
+    assert_eq!(read(cut), read(full));
+    eprintln!(
+        "tiny SD 2.x UNet at latent 7×9: {cut_flops} of {full_flops} FLOPs up to up_blocks[1] ({:.0} %)",
+        100.0 * cut_flops as f64 / full_flops as f64
+    );
+    assert!(cut_flops < full_flops);
+    assert!(
+        m.unet
+            .forward_to_up_block(sample, &[261.0], text, 9)
+            .is_none()
+    );
+}

@@ -8,7 +8,8 @@
 //! 2. the VAE's posterior `(mean, std)`; `z = (mean + std·ε₁)·scaling_factor` for n draws ε₁;
 //! 3. `x_t = √ᾱ_t·z + √(1−ᾱ_t)·ε₂` (the scheduler's `add_noise`) for n more draws ε₂;
 //! 4. the UNet at t with the prompt's embedding (positive only, no guidance), the output of
-//!    `up_blocks[1]` including its upsampler, averaged over the n copies.
+//!    `up_blocks[1]` including its upsampler, averaged over the n copies; the UNet stops there
+//!    ([`UNet2DConditionModel::forward_to_up_block`](crate::models::unet_2d_condition::UNet2DConditionModel::forward_to_up_block)).
 //!
 //! The noise comes from a seeded [`Rng`], or is given ([`DiftNoise::Given`]) so a test can
 //! inject the reference's PyTorch draws and compare features exactly. The encoder runs once, not
@@ -133,15 +134,15 @@ pub async fn dift_features(
     let text = models.embed_prompt(prompt)?;
     let [_, tokens, width] = text.dims();
     let text = text.expand([n, tokens, width]);
-    let out = models.unet.forward(
-        noisy,
-        &[settings.timestep as f32],
-        text,
-        &[settings.up_ft_index],
-    );
-    let features = out
-        .up_block(settings.up_ft_index)
-        .cloned()
+    // The layers after up_blocks[index] are never run (DIFT's truncated UNet does the same).
+    let features = models
+        .unet
+        .forward_to_up_block(
+            noisy,
+            &[settings.timestep as f32],
+            text,
+            settings.up_ft_index,
+        )
         .ok_or_else(|| Error::InvalidInput("DIFT: the UNet returned no features".into()))?;
     let [_, channels, height, width] = features.dims();
     let mean = features.mean_dim(0);

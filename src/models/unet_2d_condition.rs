@@ -575,9 +575,40 @@ impl UNet2DConditionModel {
         visit: &mut dyn FnMut(LayerVisit<'_>),
     ) -> Tensor<4> {
         let [_, _, h, w] = sample.dims();
+        self.walk_steps(sample, emb, ehs, &self.layer_sequence(h, w), visit)
+    }
+
+    /// The output of `up_blocks[index]` (after its upsampler) without running the layers after
+    /// it: what DIFT features need (`eval::dift`), at the cost of the layers up to there only.
+    pub fn forward_to_up_block(
+        &self,
+        sample: Tensor<4>,
+        timesteps: &[f32],
+        encoder_hidden_states: Tensor<3>,
+        index: usize,
+    ) -> Option<Tensor<4>> {
+        let [b, _, h, w] = sample.dims();
+        let emb = self.time_emb(timesteps, b, &sample.device());
+        let mut steps = self.layer_sequence(h, w);
+        let end = steps
+            .iter()
+            .position(|s| s.ends_block == Some((Stage::Up, index)))?;
+        steps.truncate(end + 1);
+        Some(self.walk_steps(sample, &emb, &encoder_hidden_states, &steps, &mut |_| {}))
+    }
+
+    /// [`walk`](Self::walk) over `steps`, a prefix of the layer sequence (or all of it).
+    fn walk_steps(
+        &self,
+        sample: Tensor<4>,
+        emb: &Tensor<2>,
+        ehs: &Tensor<3>,
+        steps: &[LayerStep],
+        visit: &mut dyn FnMut(LayerVisit<'_>),
+    ) -> Tensor<4> {
         let mut skips: Vec<(usize, Tensor<4>)> = Vec::new(); // (producing layer, value)
         let mut x = sample;
-        for (index, step) in self.layer_sequence(h, w).iter().enumerate() {
+        for (index, step) in steps.iter().enumerate() {
             let consumed = matches!(step.layer, UNetLayer::UpResnet(..))
                 .then(|| skips.pop().expect("UNet skip connections exhausted"));
             let upsample_size = match step.layer {
