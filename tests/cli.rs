@@ -357,6 +357,17 @@ fn bench_runs_every_sample_and_reports_the_broken_one() {
         (summary["edited"].as_u64(), summary["failed"].as_u64()),
         (Some(2), Some(1))
     );
+    // What the numbers depend on: the config run and the weights files, by hash.
+    assert_eq!(summary["kind"], "bench");
+    assert_eq!(summary["settings"]["config"]["drag_end_step"], 2);
+    let unet = &summary["settings"]["weights"]["unet"];
+    assert!(
+        unet["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("diffusion_pytorch_model.fp16.safetensors")
+    );
+    assert_eq!(unet["sha256"].as_str().unwrap().len(), 64);
 }
 
 /// `bench --shard K/N` on each of two "machines" + `merge` = one unsharded run: the same rows in

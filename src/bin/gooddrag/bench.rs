@@ -17,7 +17,7 @@ use gooddrag::model_set::Models;
 use gooddrag::{Error, Result};
 
 use crate::common::{ModelArgs, edit_sample, failures_json, load_config, load_models};
-use crate::report::{ShardInfo, run_samples, write_summary_files};
+use crate::report::{ShardInfo, run_samples, weights_table, write_summary_files};
 
 /// `gooddrag bench`'s flags.
 #[derive(Args)]
@@ -45,6 +45,9 @@ pub struct BenchArgs {
     #[arg(long, default_value = "native", value_name = "native|PIXELS")]
     size: WorkingSize,
 }
+
+/// The `kind` a bench summary records.
+pub const KIND: &str = "bench";
 
 /// What the run has gathered so far.
 #[derive(Default)]
@@ -81,12 +84,27 @@ impl Tally {
 pub fn run(args: BenchArgs) -> Result<()> {
     let config = load_config(&args.model)?;
     let samples = dataset::discover(&args.data)?;
+    // What the run's numbers depend on, recorded in the summary (and compared by `merge`).
+    let header = serde_json::json!({
+        "kind": KIND,
+        "settings": {
+            "config": config, "preset": args.model.preset(), "size": args.size.to_string(),
+            "dataset_prompts": args.dataset_prompts, "weights": args.model.weights_json()?,
+            "version": env!("CARGO_PKG_VERSION"),
+        },
+    });
     let (mut models, device) = load_models(&args.model)?;
     let (report_dir, rows, shard) =
         run_samples(&args.out, &args.data, &samples, args.shard, |name, dir| {
             edit_and_score(&args, &config, &mut models, &device, name, dir)
         })?;
-    write_summary(&report_dir, &args.data.display().to_string(), &rows, shard)
+    write_summary(
+        &report_dir,
+        &args.data.display().to_string(),
+        &rows,
+        &header,
+        shard,
+    )
 }
 
 /// The tally of a report's rows (in the dataset's order, so sums add in the same order however
@@ -149,17 +167,21 @@ fn edit_and_score(
 }
 
 /// Writes `summary.md` and `summary.json` of `rows` into `dir` and prints the Markdown; a
-/// shard's summary also records its place in the split.
+/// shard's summary also records its place in the split. `header` holds `kind` and `settings`
+/// (from this run, or from the first shard when merging).
 pub fn write_summary(
     dir: &Path,
     data: &str,
     rows: &[serde_json::Value],
+    header: &serde_json::Value,
     shard: Option<ShardInfo>,
 ) -> Result<()> {
     let tally = tally(rows)?;
     let mean = dataset::mean_scores(&tally.scores);
-    let md = summary_markdown(data, rows.len(), &tally, &mean);
+    let md = summary_markdown(data, rows.len(), &tally, &mean)
+        + &weights_table(&header["settings"]["weights"]);
     let summary = serde_json::json!({
+        "kind": header["kind"], "settings": header["settings"],
         "samples": rows.len(), "edited": tally.scores.len(), "failed": tally.failures.len(), "dai_mean": mean,
         "mean_phase_ms": tally.mean_phase_ms(),
         "failures": failures_json(&tally.failures),

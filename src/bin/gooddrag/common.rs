@@ -39,6 +39,35 @@ pub struct ModelArgs {
     config: Option<PathBuf>,
 }
 
+impl ModelArgs {
+    /// The weights files `load_models` reads, each with its SHA-256 (read in pieces: SD 1.5's
+    /// fp16 files are 2 GB), as a report's settings record them.
+    pub fn weights_json(&self) -> Result<serde_json::Value> {
+        let vae_dir = self.vae.clone().unwrap_or_else(|| self.model.join("vae"));
+        let mut files = serde_json::Map::new();
+        for (role, dir, base) in [
+            ("unet", self.model.join("unet"), "diffusion_pytorch_model"),
+            ("vae", vae_dir, "diffusion_pytorch_model"),
+            ("text_encoder", self.model.join("text_encoder"), "model"),
+        ] {
+            let file = gooddrag::model_set::weights_file(&dir, base)?;
+            files.insert(
+                role.into(),
+                serde_json::json!({
+                    "file": file.display().to_string(),
+                    "sha256": gooddrag::eval::sha256_file(&file)?,
+                }),
+            );
+        }
+        Ok(files.into())
+    }
+
+    /// The preset named, if any.
+    pub fn preset(&self) -> Option<&str> {
+        self.preset.as_deref()
+    }
+}
+
 /// `--preset`, else `--config`, else the defaults.
 pub fn load_config(args: &ModelArgs) -> Result<DragConfig> {
     match (&args.preset, &args.config) {

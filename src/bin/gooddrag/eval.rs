@@ -26,7 +26,7 @@ use gooddrag::weights::read_tensor_file;
 use gooddrag::{Error, Result, device};
 
 use crate::common::{failures_json, read_bytes};
-use crate::report::{ShardInfo, run_samples, write_summary_files};
+use crate::report::{ShardInfo, run_samples, weights_table, write_summary_files};
 
 /// The `kind` an eval summary records (`merge` tells eval shards from bench shards by it).
 pub const KIND: &str = "eval";
@@ -613,17 +613,7 @@ pub fn write_summary(
         summary["gscore"] = json;
         md += &table;
     }
-    let weights = &header["settings"]["weights"];
-    if let Some(files) = weights.as_object().filter(|w| !w.is_empty()) {
-        md += "\n| weights | file | SHA-256 |\n|---|---|---|\n";
-        for (role, w) in files {
-            md += &format!(
-                "| {role} | {} | `{}` |\n",
-                w["file"].as_str().unwrap_or_default(),
-                w["sha256"].as_str().unwrap_or_default()
-            );
-        }
-    }
+    md += &weights_table(&header["settings"]["weights"]);
     if !failures.is_empty() {
         md += "\n## Failures\n\n";
         for (name, why) in &failures {

@@ -218,8 +218,25 @@ pub fn merge(args: MergeArgs) -> Result<()> {
     write_file(&args.out.join("report.jsonl"), report.as_bytes())?;
     match first_summary["kind"].as_str() {
         Some(eval::KIND) => eval::write_summary(&args.out, &data, &rows, first_summary, None),
-        _ => bench::write_summary(&args.out, &data, &rows, None),
+        _ => bench::write_summary(&args.out, &data, &rows, first_summary, None),
     }
+}
+
+/// A Markdown table of the weights files a summary's settings record (role, file, SHA-256);
+/// empty when there are none.
+pub fn weights_table(weights: &serde_json::Value) -> String {
+    let Some(files) = weights.as_object().filter(|w| !w.is_empty()) else {
+        return String::new();
+    };
+    let mut md = "\n| weights | file | SHA-256 |\n|---|---|---|\n".to_string();
+    for (role, w) in files {
+        md += &format!(
+            "| {role} | {} | `{}` |\n",
+            w["file"].as_str().unwrap_or_default(),
+            w["sha256"].as_str().unwrap_or_default()
+        );
+    }
+    md
 }
 
 pub fn create_dir(dir: &Path) -> Result<()> {
