@@ -40,6 +40,9 @@ from safetensors.torch import save_file
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_fixtures  # noqa: E402
+
 SD1 = Path("tests/fixtures/tiny-sd")
 OUT = Path("tests/fixtures/tiny-sd2")
 T = 261
@@ -63,24 +66,9 @@ UNET_CONFIG = dict(
     freq_shift=0,
 )
 
-SCHEDULER_CONFIG = dict(  # stabilityai/stable-diffusion-2-1 scheduler/scheduler_config.json
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    clip_sample=False,
-    set_alpha_to_one=False,
-    steps_offset=1,
-    prediction_type="v_prediction",
-)
-
-
-def perturb_constant_params(model: torch.nn.Module, gen: torch.Generator) -> None:
-    with torch.no_grad():
-        for _, p in model.named_parameters():
-            flat = p.detach().reshape(-1)
-            if flat.numel() > 0 and bool((flat == flat[0]).all()):
-                p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+# stabilityai/stable-diffusion-2-1's scheduler/scheduler_config.json: SD 1.5's DDIM table with
+# v-prediction.
+SCHEDULER_CONFIG = dict(make_fixtures.SCHEDULER_CONFIG, prediction_type="v_prediction")
 
 
 def save_fp16(model, directory: Path, weights_name: str) -> None:
@@ -111,7 +99,7 @@ def tokenizer_files() -> CLIPTokenizer:
 def build(tok: CLIPTokenizer):
     torch.manual_seed(20)
     unet = UNet2DConditionModel(**UNET_CONFIG).eval()
-    perturb_constant_params(unet, torch.Generator().manual_seed(20))
+    make_fixtures.perturb_constant_params(unet, torch.Generator().manual_seed(20))
     save_fp16(unet, OUT / "unet", "diffusion_pytorch_model.fp16.safetensors")
 
     torch.manual_seed(21)
@@ -131,7 +119,7 @@ def build(tok: CLIPTokenizer):
         pad_token_id=1,  # as SD 2.x's text_encoder/config.json (unused: no attention mask)
     )
     te = CLIPTextModel(config).eval()
-    perturb_constant_params(te, torch.Generator().manual_seed(21))
+    make_fixtures.perturb_constant_params(te, torch.Generator().manual_seed(21))
     save_fp16(te, OUT / "text_encoder", "model.fp16.safetensors")
 
     vae_dir = OUT / "vae"

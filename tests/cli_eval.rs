@@ -3,13 +3,14 @@
 //! (tests/fixtures/lpips), DAI, MD with the tiny SD 2.x model (tests/fixtures/tiny-sd2), sharded
 //! runs + `merge` equal to the unsharded run, and the errors a user meets first.
 
+mod parity_support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gooddrag::image::RgbImage;
 use gooddrag::imageio::save_rgb;
-use gooddrag::weights::deterministic::deterministic_tensor;
-use gooddrag::weights::{F32Tensor, Header, tensor_bytes, write_f32_safetensors};
+use parity_support::{alexnet_trunk_file, fixture_rgb, lpips_dir, report_rows};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gooddrag"))
@@ -22,10 +23,6 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn lpips_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lpips")
-}
-
 fn run(cmd: &mut Command) -> (bool, String, String) {
     let out = cmd.output().expect("gooddrag runs");
     (
@@ -36,41 +33,13 @@ fn run(cmd: &mut Command) -> (bool, String, String) {
 }
 
 fn fixture_image(name: &str) -> RgbImage {
-    let bytes = std::fs::read(lpips_dir().join("images.safetensors")).unwrap();
-    let header = Header::parse(&bytes, Some(bytes.len() as u64)).unwrap();
-    let info = header.tensor(name).unwrap();
-    RgbImage {
-        height: info.shape[0],
-        width: info.shape[1],
-        rgb: tensor_bytes(&header, info, 0, &bytes).unwrap().to_vec(),
-    }
+    fixture_rgb(&lpips_dir().join("images.safetensors"), name)
 }
 
 /// The deterministic AlexNet trunk of scripts/make_lpips_fixtures.py as a safetensors file.
 fn alexnet_file(dir: &Path) -> PathBuf {
-    let mut tensors = Vec::new();
-    for (i, shape) in [
-        (0, [64, 3, 11, 11]),
-        (3, [192, 64, 5, 5]),
-        (6, [384, 192, 3, 3]),
-        (8, [256, 384, 3, 3]),
-        (10, [256, 256, 3, 3]),
-    ] {
-        for (kind, s) in [("weight", shape.to_vec()), ("bias", vec![shape[0]])] {
-            let name = format!("features.{i}.{kind}");
-            tensors.push(F32Tensor {
-                data: deterministic_tensor(&name, &s),
-                name,
-                shape: s,
-            });
-        }
-    }
     let path = dir.join("alexnet.safetensors");
-    std::fs::write(
-        &path,
-        write_f32_safetensors(&tensors, &Default::default()).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&path, alexnet_trunk_file()).unwrap();
     path
 }
 
@@ -135,11 +104,7 @@ fn eval_cmd(data: &Path, results: &Path, out: &Path, alexnet: &Path) -> Command 
 }
 
 fn rows(out: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("report.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    report_rows(out)
 }
 
 #[test]

@@ -12,6 +12,8 @@
 //! as two of our seeds are to each other (cosines within 0.03; seen 0.957/0.961 vs 0.948) and MD
 //! within 3 px (seen 4.10 vs 5.10 on this random tiny model).
 
+mod parity_support;
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
@@ -21,84 +23,34 @@ use gooddrag::image::RgbImage;
 use gooddrag::model_set::Models;
 use gooddrag::rng::Rng;
 use gooddrag::tensor_io::read_f32;
-use gooddrag::weights::{Header, read_tensor_file, tensor_bytes};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd2")
 }
 
+/// The fixture's expected outputs (f32/i64 tensors), images and JSON.
 struct Expected {
-    tensors: Vec<gooddrag::weights::F32Tensor>,
-    bytes: Vec<u8>,
+    tensors: std::collections::HashMap<String, parity_support::Expected>,
     json: serde_json::Value,
 }
 
 impl Expected {
     fn load() -> Self {
-        let bytes = std::fs::read(dir().join("expected/dift.safetensors")).unwrap();
-        let floats: Vec<_> = {
-            let header = Header::parse(&bytes, Some(bytes.len() as u64)).unwrap();
-            let keep: Vec<String> = header
-                .tensors()
-                .iter()
-                .filter(|t| t.dtype == gooddrag::weights::Dtype::F32)
-                .map(|t| t.name.clone())
-                .collect();
-            read_tensor_file("dift.safetensors", &f32_only(&bytes, &keep)).unwrap()
-        };
-        let json = serde_json::from_str(
-            &std::fs::read_to_string(dir().join("expected/dift.json")).unwrap(),
-        )
-        .unwrap();
         Self {
-            tensors: floats,
-            bytes,
-            json,
+            tensors: parity_support::expected_file(&dir().join("expected/dift.safetensors")),
+            json: serde_json::from_str(
+                &std::fs::read_to_string(dir().join("expected/dift.json")).unwrap(),
+            )
+            .unwrap(),
         }
     }
     fn f32(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
-        let t = self.tensors.iter().find(|t| t.name == name).unwrap();
-        (t.shape.clone(), t.data.clone())
-    }
-    fn raw(&self, name: &str) -> (Vec<usize>, Vec<u8>) {
-        let header = Header::parse(&self.bytes, Some(self.bytes.len() as u64)).unwrap();
-        let info = header.tensor(name).unwrap();
-        (
-            info.shape.clone(),
-            tensor_bytes(&header, info, 0, &self.bytes)
-                .unwrap()
-                .to_vec(),
-        )
+        let t = &self.tensors[name];
+        (t.shape.clone(), t.f32.clone())
     }
     fn image(&self, name: &str) -> RgbImage {
-        let (shape, rgb) = self.raw(name);
-        RgbImage {
-            height: shape[0],
-            width: shape[1],
-            rgb,
-        }
+        parity_support::fixture_rgb(&dir().join("expected/dift.safetensors"), name)
     }
-}
-
-/// A safetensors file with only the `keep` tensors (the fixture also holds u8 and i64 ones).
-fn f32_only(bytes: &[u8], keep: &[String]) -> Vec<u8> {
-    let header = Header::parse(bytes, Some(bytes.len() as u64)).unwrap();
-    let tensors: Vec<gooddrag::weights::F32Tensor> = keep
-        .iter()
-        .map(|name| {
-            let info = header.tensor(name).unwrap();
-            gooddrag::weights::F32Tensor {
-                name: name.clone(),
-                shape: info.shape.clone(),
-                data: gooddrag::weights::tensor_to_f32(
-                    info,
-                    tensor_bytes(&header, info, 0, bytes).unwrap(),
-                )
-                .unwrap(),
-            }
-        })
-        .collect();
-    gooddrag::weights::write_f32_safetensors(&tensors, &Default::default()).unwrap()
 }
 
 fn models() -> Models {
@@ -129,11 +81,7 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
 fn sd2_text_encoder_and_unet_equal_diffusers() {
     let m = models();
     let exp = Expected::load();
-    let (_, ids) = exp.raw("prompt_ids");
-    let ids: Vec<i64> = ids
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-        .collect();
+    let ids = exp.tensors["prompt_ids"].i64.clone();
     let prompt = exp.json["prompt"].as_str().unwrap();
     let ours = m.tokenizer.encode_padded(prompt, 77);
     assert_eq!(

@@ -5,6 +5,8 @@
 //! unreadable answers, the per-sample cache (a rerun sends nothing), and the errors for a
 //! refused key and an unreachable endpoint.
 
+mod parity_support;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -186,11 +188,7 @@ fn run(cmd: &mut Command) -> (bool, String) {
 }
 
 fn rows(out: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("report.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    parity_support::report_rows(out)
 }
 
 #[test]

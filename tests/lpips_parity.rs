@@ -6,17 +6,19 @@
 //! identical images give exactly 0; the 224×224 IF input to 1e-7 per sampled element and its sum
 //! to 1e-9 per element. Checkpoint values are compared exactly.
 
-use std::path::{Path, PathBuf};
+mod parity_support;
+
+use std::path::PathBuf;
 
 use gooddrag::eval::lpips::{AlexLpips, if_input};
 use gooddrag::image::RgbImage;
 use gooddrag::tensor_io::read_f32;
-use gooddrag::weights::deterministic::deterministic_tensor;
-use gooddrag::weights::{F32Tensor, Header, read_tensor_file, tensor_bytes, write_f32_safetensors};
+use gooddrag::weights::{F32Tensor, read_tensor_file};
+use parity_support::{alexnet_trunk_file, fixture_rgb, lpips_dir};
 use serde_json::Value;
 
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lpips")
+    lpips_dir()
 }
 
 fn tensors(name: &str) -> Vec<F32Tensor> {
@@ -28,40 +30,12 @@ fn expected() -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir().join("expected.json")).unwrap()).unwrap()
 }
 
-/// torchvision AlexNet `features` with the deterministic weights the fixture script used,
-/// written to a safetensors file and read back (the path a user's converted file takes).
 fn alexnet_trunk() -> Vec<F32Tensor> {
-    let shapes: [(usize, [usize; 4]); 5] = [
-        (0, [64, 3, 11, 11]),
-        (3, [192, 64, 5, 5]),
-        (6, [384, 192, 3, 3]),
-        (8, [256, 384, 3, 3]),
-        (10, [256, 256, 3, 3]),
-    ];
-    let mut out = Vec::new();
-    for (i, shape) in shapes {
-        for (kind, s) in [("weight", shape.to_vec()), ("bias", vec![shape[0]])] {
-            let name = format!("features.{i}.{kind}");
-            out.push(F32Tensor {
-                data: deterministic_tensor(&name, &s),
-                name,
-                shape: s,
-            });
-        }
-    }
-    let bytes = write_f32_safetensors(&out, &Default::default()).unwrap();
-    read_tensor_file("alexnet.safetensors", &bytes).unwrap()
+    read_tensor_file("alexnet.safetensors", &alexnet_trunk_file()).unwrap()
 }
 
 fn image(name: &str) -> RgbImage {
-    let bytes = std::fs::read(dir().join("images.safetensors")).unwrap();
-    let header = Header::parse(&bytes, Some(bytes.len() as u64)).unwrap();
-    let info = header.tensor(name).unwrap();
-    RgbImage {
-        height: info.shape[0],
-        width: info.shape[1],
-        rgb: tensor_bytes(&header, info, 0, &bytes).unwrap().to_vec(),
-    }
+    fixture_rgb(&dir().join("images.safetensors"), name)
 }
 
 fn close(got: f32, want: f64, what: &str) {

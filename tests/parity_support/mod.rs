@@ -41,7 +41,8 @@ pub fn expected(name: &str) -> HashMap<String, Expected> {
     )
 }
 
-/// Reads an expected-outputs safetensors file (f32 and i64 tensors) by tensor name.
+/// Reads an expected-outputs safetensors file (f32 and i64 tensors; u8 images are read by
+/// [`fixture_rgb`]) by tensor name.
 pub fn expected_file(path: &std::path::Path) -> HashMap<String, Expected> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -49,6 +50,9 @@ pub fn expected_file(path: &std::path::Path) -> HashMap<String, Expected> {
         Header::parse_named(&name, &bytes, Some(bytes.len() as u64)).expect("expected file parses");
     let mut out = HashMap::new();
     for info in header.tensors() {
+        if info.dtype == Dtype::U8 {
+            continue; // images: `fixture_rgb`
+        }
         let data = tensor_bytes(&header, info, 0, &bytes).expect("tensor bytes");
         let (f, i) = if info.dtype == Dtype::I64 {
             (
@@ -262,5 +266,59 @@ pub fn read_all(bytes: &[u8]) -> Vec<(String, &'static str, Vec<usize>, Vec<u8>)
                 data,
             )
         })
+        .collect()
+}
+
+/// An RGB8 image stored as a U8 `[H, W, 3]` tensor `name` of a fixture file.
+pub fn fixture_rgb(path: &std::path::Path, name: &str) -> gooddrag::image::RgbImage {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header = Header::parse(&bytes, Some(bytes.len() as u64)).expect("fixture parses");
+    let info = header.tensor(name).expect("image in fixture");
+    assert_eq!(
+        (info.dtype, info.shape.len(), info.shape[2]),
+        (Dtype::U8, 3, 3)
+    );
+    gooddrag::image::RgbImage {
+        height: info.shape[0],
+        width: info.shape[1],
+        rgb: tensor_bytes(&header, info, 0, &bytes).unwrap().to_vec(),
+    }
+}
+
+/// tests/fixtures/lpips (scripts/make_lpips_fixtures.py).
+pub fn lpips_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lpips")
+}
+
+/// The AlexNet trunk scripts/make_lpips_fixtures.py gave the `lpips` package: torchvision's
+/// `features.N.weight/bias` with the closed-form deterministic values, written to a
+/// safetensors file and read back (the path a user's converted file takes).
+pub fn alexnet_trunk_file() -> Vec<u8> {
+    let mut tensors = Vec::new();
+    for (i, shape) in [
+        (0, [64, 3, 11, 11]),
+        (3, [192, 64, 5, 5]),
+        (6, [384, 192, 3, 3]),
+        (8, [256, 384, 3, 3]),
+        (10, [256, 256, 3, 3]),
+    ] {
+        for (kind, s) in [("weight", shape.to_vec()), ("bias", vec![shape[0]])] {
+            let name = format!("features.{i}.{kind}");
+            tensors.push(gooddrag::weights::F32Tensor {
+                data: gooddrag::weights::deterministic::deterministic_tensor(&name, &s),
+                name,
+                shape: s,
+            });
+        }
+    }
+    gooddrag::weights::write_f32_safetensors(&tensors, &Default::default()).unwrap()
+}
+
+/// The rows of a bench/eval `report.jsonl` in `dir`.
+pub fn report_rows(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("report.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
