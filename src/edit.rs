@@ -22,6 +22,7 @@ use crate::image::working::{SizeMap, WorkingSize, check_edit_size};
 use crate::image::{RgbImage, resize_bilinear};
 use crate::lora::{self, LoraSet, train_lora};
 use crate::model_set::Models;
+use crate::models::unet_2d_condition::BackwardPlan;
 use crate::pipeline::{decode, encode, image_to_tensor, invert, tensor_to_rgb8};
 use crate::progress::{Cancel, Progress};
 use crate::rng;
@@ -95,6 +96,8 @@ pub struct EditOutput {
     pub lora_losses: Vec<f32>,
     /// The image frame at the working size (sizes at image and feature resolution).
     pub frame: Frame,
+    /// The backward plan the gradient passes ran with (chosen from the memory budget).
+    pub backward_plan: BackwardPlan,
 }
 
 impl EditOutput {
@@ -144,6 +147,16 @@ pub async fn run_edit(
     run_edit_cached(models, input, &mut EditCache::default(), progress, cancel).await
 }
 
+/// Sets the UNet's backward plan for this edit from the model's memory budget: sized for the
+/// larger of its two gradient passes, the LoRA's crops and the drag at the working size.
+fn choose_backward_plan(models: &mut Models, config: &DragConfig, (w, h): (usize, usize)) {
+    let lora_side = config.lora.resolution / 8;
+    let latent_pixels = ((w / 8) * (h / 8)).max(lora_side * lora_side);
+    let f16_weights = models.unet.conv_in.weight.val().dtype() == burn::tensor::DType::F16;
+    models.unet.backward_plan =
+        crate::exec::plan::plan_for_budget(models.memory_budget, latent_pixels, f16_weights);
+}
+
 /// [`run_edit`] that reuses (and fills) `cache`: a re-edit of the same image with the same
 /// prompt and LoRA settings skips LoRA training, and with the same inversion settings too skips
 /// the encode and the inversion.
@@ -188,6 +201,7 @@ pub async fn run_edit_cached(
     }
     let image = map.image(&photo);
     let mask = mask.map(|m| map.mask(&m));
+    choose_backward_plan(models, &config, map.working);
     let working_points: Vec<[f64; 2]> = points.iter().map(|&p| map.to_working(p)).collect();
     let resize_millis = now_ms() - started;
     let mut out = edit_at_working_size(
@@ -456,5 +470,6 @@ async fn edit_at_working_size(
         lora: lora_used,
         lora_losses,
         frame,
+        backward_plan: models.unet.backward_plan,
     })
 }

@@ -13,6 +13,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::Result;
+use crate::exec::plan::MemoryBudget;
 use crate::models::attention::attention_budget;
 use crate::models::clip::{ClipTextConfig, ClipTextModel};
 use crate::models::tokenizer::ClipTokenizer;
@@ -36,6 +37,9 @@ pub struct Models {
     pub device: Device,
     /// Embeddings of the prompts this model encoded last.
     pub prompts: PromptCache,
+    /// The device memory an edit may use: it picks the UNet's backward plan per edit
+    /// (`exec::plan`); `auto` (unknown) picks the least memory.
+    pub memory_budget: MemoryBudget,
 }
 
 /// The last [`PromptCache::CAPACITY`] prompts' CLIP embeddings (least recently used evicted),
@@ -123,6 +127,7 @@ impl Models {
             scheduler,
             device,
             prompts: PromptCache::default(),
+            memory_budget: MemoryBudget::default(),
         })
     }
 
@@ -151,6 +156,7 @@ impl Models {
             scheduler: self.scheduler,
             device: self.device,
             prompts: PromptCache::default(),
+            memory_budget: self.memory_budget,
         }
     }
 }

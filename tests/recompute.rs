@@ -10,7 +10,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};
 use gooddrag::device;
 use gooddrag::lora::{LoraSet, lora_params_mut, parse_lora};
-use gooddrag::models::unet_2d_condition::UNet2DConditionModel;
+use gooddrag::models::unet_2d_condition::{BackwardPlan, UNet2DConditionModel};
 use gooddrag::tensor_io::{read_f32, relative_error};
 use parity_support::*;
 
@@ -46,9 +46,10 @@ fn drag_loss(sample: &Tensor<4>, eps: &Tensor<4>, features: &Tensor<4>) -> Tenso
     f + e + z
 }
 
-fn latent_gradient_matches(device: &Device, h: usize, w: usize) {
+fn latent_gradient_matches(device: &Device, h: usize, w: usize, plan: BackwardPlan) {
     let ad = device::training(device);
-    let unet = unet(&ad, false);
+    let mut unet = unet(&ad, false);
+    unet.backward_plan = plan;
     let ehs = expected("clip")["last_hidden_state_empty"].tensor::<3>(&ad);
     let z = Tensor::<4>::random([1, 4, h, w], Distribution::Normal(0.0, 1.0), &ad);
     let t = [741.0f32];
@@ -75,7 +76,7 @@ fn latent_gradient_matches(device: &Device, h: usize, w: usize) {
             &mut |_| {},
         )
         .unwrap();
-    let tag = format!("{h}×{w}");
+    let tag = format!("{h}×{w}, {}", plan.name());
     close(&format!("loss {tag}"), fb.loss, loss.detach(), 1e-5);
     close(
         &format!("noise_pred {tag}"),
@@ -92,9 +93,10 @@ fn latent_gradient_matches(device: &Device, h: usize, w: usize) {
     close(&format!("∂loss/∂z {tag}"), fb.sample_grad, plain_grad, 1e-5);
 }
 
-fn lora_gradients_match(device: &Device) {
+fn lora_gradients_match(device: &Device, plan: BackwardPlan) {
     let ad = device::training(device);
     let mut unet = unet(&ad, true);
+    unet.backward_plan = plan;
     let ehs = expected("clip")["last_hidden_state_empty"].tensor::<3>(&ad);
     let z = Tensor::<4>::random([1, 4, 8, 8], Distribution::Normal(0.0, 1.0), &ad);
     let noise = Tensor::<4>::random([1, 4, 8, 8], Distribution::Normal(0.0, 1.0), &ad);
@@ -135,23 +137,64 @@ fn lora_gradients_match(device: &Device) {
         .map(|s| s.expect("every LoRA weight gets a gradient"))
         .collect();
     let err = relative_error(&flat(recomputed), &flat(plain));
-    eprintln!("LoRA gradients: relative error {err:.3e}");
-    assert!(err <= 1e-5, "LoRA gradients: {err:e}");
+    eprintln!("LoRA gradients ({}): relative error {err:.3e}", plan.name());
+    assert!(err <= 1e-5, "LoRA gradients ({}): {err:e}", plan.name());
 }
 
 #[test]
 fn recomputed_backward_equals_autodiff_on_cpu() {
     let (device, _) = device::cpu();
-    latent_gradient_matches(&device, 8, 8);
-    latent_gradient_matches(&device, 6, 10);
-    lora_gradients_match(&device);
+    for plan in BackwardPlan::ALL {
+        latent_gradient_matches(&device, 8, 8, plan);
+        latent_gradient_matches(&device, 6, 10, plan);
+        lora_gradients_match(&device, plan);
+    }
 }
 
 #[test]
 fn recomputed_backward_equals_autodiff_on_wgpu() {
     let (device, _) = device::wgpu().expect("wgpu device (lavapipe without a GPU)");
-    latent_gradient_matches(&device, 8, 8);
-    lora_gradients_match(&device);
+    latent_gradient_matches(&device, 8, 8, BackwardPlan::Recompute);
+    latent_gradient_matches(&device, 8, 8, BackwardPlan::RecomputeTop);
+    lora_gradients_match(&device, BackwardPlan::Recompute);
+}
+
+/// Each plan recomputes what it says: the forward FLOPs of one gradient pass are 2 UNet
+/// forwards when every layer is recomputed, 1 when every graph is kept, and in between when
+/// only the full-resolution level is recomputed.
+#[test]
+fn each_plan_recomputes_only_the_layers_it_does_not_keep() {
+    let ad = device::training(&device::cpu().0);
+    let mut unet = unet(&ad, false);
+    let ehs = expected("clip")["last_hidden_state_empty"].tensor::<3>(&ad);
+    let z = Tensor::<4>::random([1, 4, 8, 8], Distribution::Normal(0.0, 1.0), &ad);
+    let (_, forward) =
+        gooddrag::perf::work::count(|| unet.forward(z.clone(), &[500.0], ehs.clone(), &[]));
+    let mut per_plan = Vec::new();
+    for plan in BackwardPlan::ALL {
+        unet.backward_plan = plan;
+        let (_, flops) = gooddrag::perf::work::count(|| {
+            unet.forward_backward(
+                z.clone(),
+                &[500.0],
+                ehs.clone(),
+                None,
+                &mut |x| Ok(x.noise_pred.clone().powi_scalar(2).mean()),
+                &mut |_| {},
+            )
+            .unwrap()
+        });
+        let forwards = flops as f64 / forward as f64;
+        eprintln!("{}: {forwards:.3} UNet forwards of FLOPs", plan.name());
+        per_plan.push(forwards);
+    }
+    // The time embedding is computed once either way: just under 2 for full recomputation.
+    assert!((1.95..2.0).contains(&per_plan[0]), "{per_plan:?}");
+    assert!(
+        per_plan[1] > 1.0 && per_plan[1] < per_plan[0] - 0.2,
+        "{per_plan:?}"
+    );
+    assert!((per_plan[2] - 1.0).abs() < 1e-9, "{per_plan:?}");
 }
 
 #[test]

@@ -222,6 +222,9 @@ pub struct Timings {
     /// See `working_size`.
     #[serde(default)]
     pub working_dims: [usize; 2],
+    /// The backward plan of the gradient passes (`recompute`, `recompute-top`, `autodiff`).
+    #[serde(default)]
+    pub backward_plan: String,
 }
 
 /// Writes `output_image.png` (the edit at the working size, as the official code writes it),
@@ -266,6 +269,7 @@ pub fn write_edit_outputs(
         dtype: "f32".into(),
         working_size: size.to_string(),
         working_dims: [out.size.working.0, out.size.working.1],
+        backward_plan: out.backward_plan.name().into(),
     };
     std::fs::write(
         dir.join("timings.json"),

@@ -13,6 +13,14 @@
 //! connections of the UNet are bookkept by index: an up resnet's gradient for the skip it
 //! consumed is added to the gradient of the layer output that produced it.
 //!
+//! The UNet's [`BackwardPlan`](crate::models::unet_2d_condition::BackwardPlan) trades that memory
+//! back for work where the device has it: the layers it keeps run with autodiff already in the
+//! recorded forward (from leaves, so each graph stays separate) and their graphs wait for the
+//! backward, which then only pulls the gradient through them. `recompute` keeps none (one more
+//! UNet forward per backward), `recompute-top` keeps every layer below the latent's full
+//! resolution (the full-resolution level, with the self-attention over h·w tokens, is
+//! recomputed), `autodiff` keeps all (no extra forward).
+//!
 //! Both this forward and the plain one walk the UNet's single layer description,
 //! [`UNet2DConditionModel::layer_sequence`]. The maths is the same as
 //! [`UNet2DConditionModel::forward`] followed by `backward`; only
@@ -21,11 +29,11 @@
 use burn::module::Module;
 use burn::tensor::{Gradients, Tensor};
 
-use crate::models::unet_2d_condition::{Stage, UNet2DConditionModel, UNetLayer};
+use crate::models::unet_2d_condition::{LayerStep, Stage, UNet2DConditionModel, UNetLayer};
 use crate::{Error, Result};
 
 /// A layer as run: its saved input, the skip it consumed, whether its output is pushed as a
-/// skip, whether its output is the tapped feature map.
+/// skip, whether its output is the tapped feature map, and its graph when the plan keeps it.
 struct Step {
     layer: UNetLayer,
     input: Tensor<4>,
@@ -33,7 +41,22 @@ struct Step {
     upsample_size: Option<[usize; 2]>,
     pushes_skip: Option<usize>,
     tapped: bool,
+    kept: Option<Kept>,
 }
+
+/// A layer run with autodiff during the recorded forward
+/// ([`BackwardPlan`](crate::models::unet_2d_condition::BackwardPlan)): its output with
+/// the graph behind it, back to leaves for its input and the skip it consumed.
+struct Kept {
+    output: Tensor<4>,
+    input: Tensor<4>,
+    skip: Option<Tensor<4>>,
+}
+
+/// Runs a layer with autodiff when the plan keeps its graph: `(step, input, consumed skip,
+/// upsample size)` → the kept graph, or `None` to run it plainly.
+type KeepLayer<'a> =
+    dyn FnMut(&LayerStep, &Tensor<4>, Option<&Tensor<4>>, Option<[usize; 2]>) -> Option<Kept> + 'a;
 
 /// The leaves a loss is computed from: each requires grad and is detached from the UNet.
 pub struct LossInputs {
@@ -72,18 +95,38 @@ pub struct ForwardBackward {
 impl UNet2DConditionModel {
     /// The forward pass layer by layer without autodiff (`self` should be the
     /// [`valid`](Module::valid) twin, `sample`, `emb`, `ehs` plain tensors), so no graph is
-    /// recorded even when LoRA weights require grad. Returns the steps (inputs saved as plain
-    /// tensors), the noise prediction and the tapped features.
+    /// recorded even when LoRA weights require grad — except for the layers `keep` runs itself
+    /// (with autodiff, returning the plain output and the graph). Returns the steps (inputs
+    /// saved as plain tensors), the noise prediction and the tapped features.
     fn forward_steps(
         &self,
         sample: Tensor<4>,
         emb: &Tensor<2>,
         ehs: &Tensor<3>,
         tap: Option<usize>,
+        keep: &mut KeepLayer<'_>,
     ) -> (Vec<Step>, Tensor<4>, Option<Tensor<4>>) {
+        let mut kept: Vec<Option<Kept>> = Vec::new();
+        let mut apply = |index: usize,
+                         step: &LayerStep,
+                         x: Tensor<4>,
+                         skip: Option<Tensor<4>>,
+                         size: Option<[usize; 2]>| {
+            if kept.len() <= index {
+                kept.resize_with(index + 1, || None);
+            }
+            match keep(step, &x, skip.as_ref(), size) {
+                Some(k) => {
+                    let out = k.output.clone().inner();
+                    kept[index] = Some(k);
+                    out
+                }
+                None => self.apply_layer(step.layer, x, skip, size, emb, ehs),
+            }
+        };
         let mut steps: Vec<Step> = Vec::new();
         let mut features = None;
-        let noise_pred = self.walk(sample, emb, ehs, &mut |visit| {
+        let noise_pred = self.walk_with(sample, emb, ehs, &mut apply, &mut |visit| {
             let tapped = tap.is_some_and(|i| visit.step.ends_block == Some((Stage::Up, i)));
             if tapped {
                 features = Some(visit.output.clone());
@@ -95,8 +138,12 @@ impl UNet2DConditionModel {
                 upsample_size: visit.upsample_size,
                 pushes_skip: visit.step.pushes_skip.then_some(visit.index),
                 tapped,
+                kept: None,
             });
         });
+        for (step, k) in steps.iter_mut().zip(kept) {
+            step.kept = k;
+        }
         (steps, noise_pred, features)
     }
 
@@ -119,13 +166,42 @@ impl UNet2DConditionModel {
         let sample = sample.detach();
         let [b, _, _, _] = sample.dims();
         let emb = self.time_emb(timesteps, b, &sample.device()).detach();
-        // The forward without autodiff: nothing of it is kept but the layer inputs.
+        // The forward without autodiff: nothing of it is kept but the layer inputs, and the
+        // graphs of the layers the plan keeps (run here on the autodiff model from leaves).
         let plain = self.valid();
+        let plan = self.backward_plan;
+        let [_, _, latent_height, _] = sample.dims();
+        let mut keep = |step: &LayerStep,
+                        x: &Tensor<4>,
+                        skip: Option<&Tensor<4>>,
+                        size: Option<[usize; 2]>|
+         -> Option<Kept> {
+            let [_, _, height, _] = x.dims();
+            if !plan.keeps(height, latent_height) {
+                return None;
+            }
+            let input = on_device_of(x.clone(), &sample).require_grad();
+            let skip = skip.map(|s| on_device_of(s.clone(), &sample).require_grad());
+            let output = self.apply_layer(
+                step.layer,
+                input.clone(),
+                skip.clone(),
+                size,
+                &emb,
+                &encoder_hidden_states,
+            );
+            Some(Kept {
+                output,
+                input,
+                skip,
+            })
+        };
         let (steps, noise_pred, features) = plain.forward_steps(
             sample.clone().inner(),
             &emb.clone().inner(),
             &encoder_hidden_states.clone().inner(),
             tap,
+            &mut keep,
         );
         let noise_pred = on_device_of(noise_pred, &sample);
         let features = features.map(|f| on_device_of(f, &sample));
@@ -205,35 +281,46 @@ impl UNet2DConditionModel {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };
-        for step in steps.iter().rev() {
+        let mut steps = steps;
+        for index in (0..steps.len()).rev() {
             let mut g_out = g_x.take();
-            if step.tapped {
+            if steps[index].tapped {
                 g_out = add(g_out, g_features.clone());
             }
-            if let Some(k) = step.pushes_skip {
+            if let Some(k) = steps[index].pushes_skip {
                 g_out = add(g_out, g_skips[k].take());
             }
             let Some(g_out) = g_out else {
                 // Nothing downstream depends on this layer's output.
                 continue;
             };
-            let input = on_device_of(step.input.clone(), &sample).require_grad();
-            let skip_value = step.consumed_skip.map(|k| {
-                // The consumed skip is the input of the step after the one that produced it.
-                on_device_of(steps[k + 1].input.clone(), &sample).require_grad()
-            });
-            let out = self.apply_layer(
-                step.layer,
-                input.clone(),
-                skip_value.clone(),
-                step.upsample_size,
-                &emb,
-                &encoder_hidden_states,
-            );
+            let consumed_skip = steps[index].consumed_skip;
+            let (out, input, skip_value) = match steps[index].kept.take() {
+                // The plan kept this layer's graph: no recomputation.
+                Some(k) => (k.output, k.input, k.skip),
+                None => {
+                    let step = &steps[index];
+                    let input = on_device_of(step.input.clone(), &sample).require_grad();
+                    let skip_value = consumed_skip.map(|k| {
+                        // The consumed skip is the input of the step after the one that
+                        // produced it.
+                        on_device_of(steps[k + 1].input.clone(), &sample).require_grad()
+                    });
+                    let out = self.apply_layer(
+                        step.layer,
+                        input.clone(),
+                        skip_value.clone(),
+                        step.upsample_size,
+                        &emb,
+                        &encoder_hidden_states,
+                    );
+                    (out, input, skip_value)
+                }
+            };
             let grads = (out * g_out).sum().backward();
             on_grads(&grads);
             g_x = input.grad(&grads);
-            if let (Some(k), Some(s)) = (step.consumed_skip, &skip_value) {
+            if let (Some(k), Some(s)) = (consumed_skip, &skip_value) {
                 g_skips[k] = add(g_skips[k].take(), s.grad(&grads));
             }
         }

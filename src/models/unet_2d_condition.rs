@@ -331,6 +331,7 @@ impl UNet2DConditionConfig {
                 .init(device),
             conv_out: conv(boc[0], self.out_channels, self.conv_out_kernel, device),
             time_proj_channels: boc[0],
+            backward_plan: BackwardPlan::default(),
             flip_sin_to_cos: self.flip_sin_to_cos,
             freq_shift: self.freq_shift,
         })
@@ -394,7 +395,69 @@ pub struct UNet2DConditionModel {
     pub flip_sin_to_cos: bool,
     /// Frequency shift.
     pub freq_shift: f64,
+    /// Which layers keep their autodiff graph from a recorded forward to its backward
+    /// (`exec::recompute`); the rest are recomputed. Not a weight: set by whoever knows the
+    /// device's memory.
+    #[module(skip)]
+    pub backward_plan: BackwardPlan,
 }
+
+/// How a gradient pass through the UNet trades memory for work (docs/ARCHITECTURE.md §4): the
+/// layers whose graphs a recorded forward keeps until the backward; every other layer is run
+/// again from its saved input during the backward (one more forward of that layer). Results are
+/// the same on every plan up to f32 summation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackwardPlan {
+    /// Keep no graph: the backward recomputes every layer — the least memory (≈ 4 GiB for a
+    /// 512×512 edit with f16 weights), one more UNet forward per backward.
+    #[default]
+    Recompute,
+    /// Keep the graphs of the layers below the latent's full resolution; recompute only the
+    /// full-resolution level, whose self-attention over h·w tokens holds most of the memory.
+    RecomputeTop,
+    /// Keep every graph: plain autodiff — the most memory, no extra forward.
+    Autodiff,
+}
+
+impl BackwardPlan {
+    /// Every plan, least memory first.
+    pub const ALL: [BackwardPlan; 3] = [Self::Recompute, Self::RecomputeTop, Self::Autodiff];
+
+    /// The plan's name (`recompute`, `recompute-top`, `autodiff`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Recompute => "recompute",
+            Self::RecomputeTop => "recompute-top",
+            Self::Autodiff => "autodiff",
+        }
+    }
+
+    /// Whether a layer whose input is `input_height` rows high, in a UNet pass over a latent
+    /// `latent_height` rows high, keeps its graph.
+    pub fn keeps(self, input_height: usize, latent_height: usize) -> bool {
+        match self {
+            Self::Recompute => false,
+            Self::RecomputeTop => input_height < latent_height,
+            Self::Autodiff => true,
+        }
+    }
+}
+
+impl std::str::FromStr for BackwardPlan {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("`{s}`: expected recompute, recompute-top or autodiff"))
+    }
+}
+
+/// How [`UNet2DConditionModel::walk_with`] computes one layer: `(index, step, x, skip,
+/// upsample_size) → output`.
+pub type LayerApply<'a> = dyn FnMut(usize, &LayerStep, Tensor<4>, Option<Tensor<4>>, Option<[usize; 2]>) -> Tensor<4>
+    + 'a;
 
 impl UNet2DConditionModel {
     /// Noise prediction plus the outputs of the up blocks listed in `taps`, in one pass.
@@ -575,7 +638,24 @@ impl UNet2DConditionModel {
         visit: &mut dyn FnMut(LayerVisit<'_>),
     ) -> Tensor<4> {
         let [_, _, h, w] = sample.dims();
-        self.walk_steps(sample, emb, ehs, &self.layer_sequence(h, w), visit)
+        let steps = self.layer_sequence(h, w);
+        self.walk_steps(sample, emb, ehs, &steps, None, visit)
+    }
+
+    /// [`walk`](Self::walk) with each layer computed by `apply` instead of
+    /// [`apply_layer`](Self::apply_layer) on `self` (the recorded forward runs some layers on
+    /// the autodiff twin and keeps their graphs).
+    pub fn walk_with(
+        &self,
+        sample: Tensor<4>,
+        emb: &Tensor<2>,
+        ehs: &Tensor<3>,
+        apply: &mut LayerApply<'_>,
+        visit: &mut dyn FnMut(LayerVisit<'_>),
+    ) -> Tensor<4> {
+        let [_, _, h, w] = sample.dims();
+        let steps = self.layer_sequence(h, w);
+        self.walk_steps(sample, emb, ehs, &steps, Some(apply), visit)
     }
 
     /// The output of `up_blocks[index]` (after its upsampler) without running the layers after
@@ -594,7 +674,14 @@ impl UNet2DConditionModel {
             .iter()
             .position(|s| s.ends_block == Some((Stage::Up, index)))?;
         steps.truncate(end + 1);
-        Some(self.walk_steps(sample, &emb, &encoder_hidden_states, &steps, &mut |_| {}))
+        Some(self.walk_steps(
+            sample,
+            &emb,
+            &encoder_hidden_states,
+            &steps,
+            None,
+            &mut |_| {},
+        ))
     }
 
     /// [`walk`](Self::walk) over `steps`, a prefix of the layer sequence (or all of it).
@@ -604,6 +691,7 @@ impl UNet2DConditionModel {
         emb: &Tensor<2>,
         ehs: &Tensor<3>,
         steps: &[LayerStep],
+        mut apply: Option<&mut LayerApply<'_>>,
         visit: &mut dyn FnMut(LayerVisit<'_>),
     ) -> Tensor<4> {
         let mut skips: Vec<(usize, Tensor<4>)> = Vec::new(); // (producing layer, value)
@@ -619,8 +707,9 @@ impl UNet2DConditionModel {
                 _ => None,
             };
             let skip = consumed.as_ref().map(|(_, s)| s.clone());
-            let out = profiler::layer(step.layer.kind(), &x.device(), || {
-                self.apply_layer(step.layer, x.clone(), skip, upsample_size, emb, ehs)
+            let out = profiler::layer(step.layer.kind(), &x.device(), || match apply.as_mut() {
+                Some(apply) => apply(index, step, x.clone(), skip, upsample_size),
+                None => self.apply_layer(step.layer, x.clone(), skip, upsample_size, emb, ehs),
             });
             if step.pushes_skip {
                 skips.push((index, out.clone()));

@@ -14,7 +14,9 @@ use serde::Serialize;
 use crate::clock::now_ms;
 use crate::models::attention::attention_budget;
 use crate::models::clip::ClipTextConfig;
-use crate::models::unet_2d_condition::{PerBlock, UNet2DConditionConfig, UNet2DConditionModel};
+use crate::models::unet_2d_condition::{
+    BackwardPlan, PerBlock, UNet2DConditionConfig, UNet2DConditionModel,
+};
 use crate::models::vae::AutoencoderKLConfig;
 use crate::progress::Cancel;
 use crate::tensor_io::read_f32;
@@ -97,6 +99,8 @@ pub struct UNetBenchReport {
     pub attention_budget_bytes: usize,
     /// Whether gradient checkpointing was on.
     pub checkpointing: bool,
+    /// The gradient passes' backward plan.
+    pub backward_plan: BackwardPlan,
     /// Memory only (kernels compiled, not run): times are meaningless.
     pub dry_run: bool,
     /// Whether the UNet's matrices and kernels were held in f16 (compute is f32 either way).
@@ -117,6 +121,8 @@ pub struct BenchOptions {
     pub warm_up: bool,
     /// burn's balanced gradient checkpointing (memory-bound ops recomputed in backward).
     pub checkpointing: bool,
+    /// Which layers a gradient pass keeps the graph of instead of recomputing.
+    pub backward_plan: BackwardPlan,
     /// Measure memory only (see [`MemoryPlan`]): times are then meaningless.
     pub dry_run: bool,
     /// Hold the weights in f32 even where the device has f16 (as on an adapter without
@@ -259,7 +265,8 @@ pub async fn unet_sd15(
     let device = autodiff_device(device, options.checkpointing);
     // Gradients go to the latent only: the weights never require them.
     let f16_weights = options.f16_weights(&device);
-    let unet = held(config.init(budget, &device)?.no_grad(), f16_weights);
+    let mut unet = held(config.init(budget, &device)?.no_grad(), f16_weights);
+    unet.backward_plan = options.backward_plan;
     let parameters = unet.num_params();
     let cross_dim = cross_attention_dim(&config);
 
@@ -323,11 +330,11 @@ pub async fn unet_sd15(
         )
         .await?;
     }
-    run(
-        "UNet forward + backward to the latent (layer-wise recomputation, the editor's)",
-        Pass::Recompute,
-    )
-    .await?;
+    let editors = format!(
+        "UNet forward + backward to the latent (the editor's, backward plan {})",
+        options.backward_plan.name()
+    );
+    run(&editors, Pass::Recompute).await?;
     run(
         "UNet forward + backward to the latent (plain autodiff)",
         Pass::Autodiff,
@@ -337,6 +344,7 @@ pub async fn unet_sd15(
         latent_size,
         f16_weights,
         checkpointing: options.checkpointing,
+        backward_plan: options.backward_plan,
         dry_run: options.dry_run,
         parameters,
         attention_budget_bytes: budget,
@@ -585,6 +593,8 @@ pub struct EditBenchReport {
     pub latent_size: usize,
     /// Whether gradient checkpointing was on.
     pub checkpointing: bool,
+    /// The gradient passes' backward plan.
+    pub backward_plan: BackwardPlan,
     /// Memory only (kernels compiled, not run): times are meaningless.
     pub dry_run: bool,
     /// Phases, in edit order.
@@ -649,6 +659,7 @@ pub async fn edit_synthetic(
     // As the editor holds SD 1.5 loaded from its fp16 files.
     let f16_weights = options.f16_weights(&device);
     let mut unet = held(model.unet.init(budget, &device)?.no_grad(), f16_weights);
+    unet.backward_plan = options.backward_plan;
     let unet_parameters = unet.num_params();
     let cross_dim = cross_attention_dim(&model.unet);
     let vae = held(model.vae.init(budget, &device)?.no_grad(), f16_weights);
@@ -861,6 +872,7 @@ pub async fn edit_synthetic(
         f16_weights,
         latent_size,
         checkpointing,
+        backward_plan: options.backward_plan,
         dry_run,
         phases,
         extrapolated_total_millis,

@@ -19,6 +19,9 @@ struct BenchRequest {
     /// Gradient checkpointing as the editor uses it (default on; off to compare).
     #[serde(default = "default_checkpointing")]
     checkpointing: bool,
+    /// The gradient passes' backward plan (`recompute` unless asked).
+    #[serde(default)]
+    backward_plan: crate::models::unet_2d_condition::BackwardPlan,
     /// Run each phase twice and time the second (default on); off, one run whose time
     /// includes compiling the GPU programs (memory is unaffected).
     #[serde(default = "default_warm_up")]
@@ -89,6 +92,7 @@ pub async fn bench_synthetic(
         latent_size: request.latent,
         warm_up: request.warm_up,
         checkpointing: request.checkpointing,
+        backward_plan: request.backward_plan,
         dry_run: false,
         f32_weights: false,
     };

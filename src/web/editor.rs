@@ -117,6 +117,7 @@ pub fn begin_model(files: JsValue) -> Result<(), JsValue> {
         scheduler,
         device,
         prompts: _,
+        memory_budget: _,
     } = models;
     CACHE.with_borrow_mut(EditCache::clear);
     MODEL.set(ModelState::Loading(Box::new(Loading {
@@ -274,6 +275,8 @@ pub fn finish_model() -> Result<(), JsValue> {
             scheduler: l.scheduler.clone(),
             device: l.device.clone(),
             prompts: Default::default(),
+            // WebGPU tells no memory size: the least-memory backward plan.
+            memory_budget: Default::default(),
         }
         .frozen())
     })?;

@@ -31,6 +31,13 @@ pub struct ModelArgs {
     /// `cpu` (every core; `RAYON_NUM_THREADS` limits it).
     #[arg(long, default_value = "auto")]
     device: String,
+    /// The device memory an edit may use: `auto` (unknown — wgpu and WebGPU do not tell: the
+    /// least-memory backward plan, ≈ 4.4 GiB at 512×512) or a size such as `10GiB`/`16GiB`: the
+    /// plan with the least work that fits (recompute-top from ≈ 8.9 GiB, plain autodiff from
+    /// ≈ 12.7 GiB at 512×512 with f16 weights; README "Backward plans"). Results are the same on
+    /// every plan.
+    #[arg(long, default_value = "auto", value_name = "auto|SIZE")]
+    memory_budget: gooddrag::exec::plan::MemoryBudget,
     /// Named hyperparameter preset.
     #[arg(long, conflicts_with = "config", value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
     preset: Option<String>,
@@ -86,12 +93,23 @@ pub fn load_models(args: &ModelArgs) -> Result<(Models, String)> {
         adapter.name, adapter.backend, adapter.device_type
     );
     let started = std::time::Instant::now();
-    let models = Models::load_dir(
+    let mut models = Models::load_dir(
         &args.model,
         args.vae.as_deref(),
         &dev,
         adapter.max_storage_buffer_binding_size,
     )?;
+    models.memory_budget = args.memory_budget;
+    eprintln!(
+        "memory budget: {}{}",
+        args.memory_budget,
+        if args.memory_budget == gooddrag::exec::plan::MemoryBudget::Auto {
+            " (the adapter's memory is unknown: least-memory backward plan; give --memory-budget \
+             to trade memory for speed)"
+        } else {
+            ""
+        }
+    );
     eprintln!(
         "model loaded from {} in {:.1} s",
         args.model.display(),

@@ -39,6 +39,10 @@ pub struct BenchFlags {
     /// Turn off the gradient checkpointing the editor uses (to measure what it saves).
     #[arg(long)]
     no_checkpointing: bool,
+    /// The gradient passes' backward plan: `recompute` (every layer recomputed, the least
+    /// memory), `recompute-top` (only the full-resolution level) or `autodiff` (none).
+    #[arg(long, default_value = "recompute", value_name = "PLAN")]
+    backward_plan: gooddrag::models::unet_2d_condition::BackwardPlan,
     /// Hold the weights in f32 even where the device has f16 (as on an adapter without
     /// shader-f16).
     #[arg(long)]
@@ -99,6 +103,7 @@ impl BenchFlags {
             latent_size,
             warm_up: !self.no_warm_up && !self.dry_run,
             checkpointing: !self.no_checkpointing,
+            backward_plan: self.backward_plan,
             dry_run: self.dry_run,
             f32_weights: self.f32_weights,
         }
