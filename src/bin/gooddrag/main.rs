@@ -1,13 +1,14 @@
 //! `gooddrag` — the native command line. Argument parsing and printing only; the work is in the
 //! library. One module per subcommand (`edit`, `bench`, `eval`, `dai`, `probe`, and `synthetic`
-//! for the synthetic benchmarks) over `common` (model flags, files, output) and `report`
-//! (per-sample reports, shards, `merge`). Background: docs/ARCHITECTURE.md.
+//! for the synthetic benchmarks, with `judge` for GScore) over `common` (model flags, files,
+//! output) and `report` (per-sample reports, shards, `merge`). Background: docs/ARCHITECTURE.md.
 
 mod bench;
 mod common;
 mod dai;
 mod edit;
 mod eval;
+mod judge;
 mod probe;
 mod progress_bar;
 mod report;
