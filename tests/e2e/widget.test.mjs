@@ -139,37 +139,39 @@ test('two widgets share one engine, keep their styles to themselves, fire docume
   await screenshot(page, 'widget-after-run');
 
   // The JS API without any element, on the same model (no model request at all), with a phone
-  // photo: a 4000×3000 JPEG stored sideways with EXIF orientation 6 (viewed 3000×4000), a mask
-  // and two pairs in upright pixels, edited at a 64-px long side (48×64). The result is the
-  // upright photo at its own size: byte for byte the decoded photo away from the mask, the edit
-  // inside it.
+  // photo: a 3000×4000 JPEG stored sideways with EXIF orientation 6 (viewed 4000×3000), a mask
+  // and two pairs in upright pixels, edited at a 64-px long side (64×48: the widgets' working
+  // shape, so SwiftShader compiles no second set of GPU programs). The result is the upright
+  // photo at its own size: byte for byte the decoded photo away from the mask, the edit inside
+  // it.
   const mark = requests.length;
   const api = await page.evaluate(async ({ model, FAST }) => {
     const { GoodDrag } = await import('/api.js');
-    const stored = new OffscreenCanvas(4000, 3000);
+    const stored = new OffscreenCanvas(3000, 4000);
     const g = stored.getContext('2d');
-    const grad = g.createLinearGradient(0, 0, 4000, 3000);
+    const grad = g.createLinearGradient(0, 0, 3000, 4000);
     grad.addColorStop(0, '#234'); grad.addColorStop(1, '#c96');
-    g.fillStyle = grad; g.fillRect(0, 0, 4000, 3000);
-    g.fillStyle = '#fe8'; g.beginPath(); g.arc(1500, 1500, 500, 0, 7); g.fill();
+    g.fillStyle = grad; g.fillRect(0, 0, 3000, 4000);
+    // Orientation 6 shows stored (x, y) at (3999 − y, x): this disc lands at (2000, 1500).
+    g.fillStyle = '#fe8'; g.beginPath(); g.arc(1500, 2000, 500, 0, 7); g.fill();
     const jpeg = new Uint8Array(await (await stored.convertToBlob({ type: 'image/jpeg', quality: 0.9 })).arrayBuffer());
     // APP1 "Exif": a big-endian TIFF with one IFD entry, orientation (0x0112, SHORT) = 6.
     const tiff = [0x4d, 0x4d, 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0];
     const payload = [...new TextEncoder().encode('Exif'), 0, 0, ...tiff];
     const app1 = [0xff, 0xe1, (payload.length + 2) >> 8, (payload.length + 2) & 255, ...payload];
     const blob = new Blob([jpeg.subarray(0, 2), new Uint8Array(app1), jpeg.subarray(2)], { type: 'image/jpeg' });
-    // What a viewer shows: 3000×4000.
+    // What a viewer shows: 4000×3000.
     const bitmap = await createImageBitmap(blob, { imageOrientation: 'from-image' });
     const [W, H] = [bitmap.width, bitmap.height];
     const view = new OffscreenCanvas(W, H);
     view.getContext('2d').drawImage(bitmap, 0, 0);
     const shown = view.getContext('2d').getImageData(0, 0, W, H).data;
-    // Editable: the middle third of the upright photo.
+    // Editable: the middle of the upright photo.
     const mask = new Uint8Array(W * H);
-    for (let y = 1500; y < 2500; y++) mask.fill(1, y * W + 1000, y * W + 2000);
+    for (let y = 1000; y < 2000; y++) mask.fill(1, y * W + 1500, y * W + 2500);
     const gd = new GoodDrag({ modelSrc: model });
     const seen = [];
-    const r = await gd.edit({ image: blob, mask, size: 64, points: [[1300, 1800], [1700, 1800], [1500, 2200], [1500, 2400]], config: FAST, onProgress: (p) => seen.push(p.phase) });
+    const r = await gd.edit({ image: blob, mask, size: 64, points: [[1800, 1300], [2200, 1300], [2000, 1700], [2200, 1700]], config: FAST, onProgress: (p) => seen.push(p.phase) });
     let outsideDiffer = 0;
     let insideDiffer = 0;
     for (let y = 0; y < H; y += 7) {
@@ -178,20 +180,20 @@ test('two widgets share one engine, keep their styles to themselves, fire docume
         const same = r.rgb[3 * i] === shown[4 * i] && r.rgb[3 * i + 1] === shown[4 * i + 1] && r.rgb[3 * i + 2] === shown[4 * i + 2];
         // The feather reaches 8 working pixels (500 photo pixels) beyond the mask, the
         // enlargement one more.
-        const far = x < 300 || x >= 2700 || y < 800 || y >= 3200;
+        const far = x < 800 || x >= 3200 || y < 300 || y >= 2700;
         if (far && !same) outsideDiffer++;
         if (mask[i] && !same) insideDiffer++;
       }
     }
     return { W, H, width: r.width, height: r.height, rgb: r.rgb.length, working: [r.working.width, r.working.height, r.working.rgb.length], newPoints: r.newPoints, seen: seen.length, outsideDiffer, insideDiffer };
   }, { model, FAST });
-  assert.deepEqual([api.W, api.H], [3000, 4000], 'the browser applies the EXIF orientation');
-  assert.deepEqual([api.width, api.height, api.rgb], [3000, 4000, 3000 * 4000 * 3], 'the result is the upright photo at its own size');
-  assert.deepEqual(api.working, [48, 64, 48 * 64 * 3]);
+  assert.deepEqual([api.W, api.H], [4000, 3000], 'the browser applies the EXIF orientation');
+  assert.deepEqual([api.width, api.height, api.rgb], [4000, 3000, 4000 * 3000 * 3], 'the result is the upright photo at its own size');
+  assert.deepEqual(api.working, [64, 48, 64 * 48 * 3]);
   assert.equal(api.outsideDiffer, 0, 'away from the mask the result is the photo, byte for byte');
   assert.ok(api.insideDiffer > 1000, `the edited region differs (${api.insideDiffer} samples)`);
   assert.equal(api.newPoints.length, 4);
-  assert.deepEqual(api.newPoints[1], [1700, 1800], 'targets come back as given, in photo pixels');
+  assert.deepEqual(api.newPoints[1], [2200, 1300], 'targets come back as given, in photo pixels');
   assert.ok(api.seen > 0);
   assert.deepEqual(requests.slice(mark).filter((u) => u.includes('/models/')), [], 'the second user of the model loads nothing');
 
