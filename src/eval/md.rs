@@ -30,27 +30,27 @@ pub struct PointMatch {
     pub distance: f64,
 }
 
-/// The map's vector at full-resolution pixel `(x, y)` of a `width × height` upsampling.
+/// Writes into `out` the map's vector at full-resolution pixel `(x, y)` of its upsampling with
+/// these row and column taps.
 fn upsampled_vector(
     map: &FeatureMap,
     taps: (&[TorchTap], &[TorchTap]),
     x: usize,
     y: usize,
-) -> Vec<f32> {
+    out: &mut [f32],
+) {
     let (y0, y1, a0, a1) = taps.0[y];
     let (x0, x1, b0, b1) = taps.1[x];
     let plane = map.height * map.width;
-    (0..map.channels)
-        .map(|c| {
-            let p = &map.data[c * plane..(c + 1) * plane];
-            let at = |yy: usize, xx: usize| p[yy * map.width + xx];
-            torch_blend(
-                [at(y0, x0), at(y0, x1), at(y1, x0), at(y1, x1)],
-                (a0, a1),
-                (b0, b1),
-            )
-        })
-        .collect()
+    for (c, value) in out.iter_mut().enumerate() {
+        let p = &map.data[c * plane..(c + 1) * plane];
+        let at = |yy: usize, xx: usize| p[yy * map.width + xx];
+        *value = torch_blend(
+            [at(y0, x0), at(y0, x1), at(y1, x0), at(y1, x1)],
+            (a0, a1),
+            (b0, b1),
+        );
+    }
 }
 
 fn unit(v: &mut [f32]) {
@@ -86,15 +86,17 @@ pub fn match_points(
                     "MD: handle ({hx}, {hy}) is outside the {width}×{height} image"
                 )));
             }
-            let mut v = upsampled_vector(source, (&sy, &sx), hx, hy);
+            let mut v = vec![0f32; source.channels];
+            upsampled_vector(source, (&sy, &sx), hx, hy, &mut v);
             unit(&mut v);
             // Best (cosine, x) of each row, then the first best row.
             let rows: Vec<(f32, usize)> = (0..height)
                 .into_par_iter()
                 .map(|y| {
                     let mut best = (f32::NEG_INFINITY, 0);
+                    let mut f = vec![0f32; edited.channels];
                     for x in 0..width {
-                        let mut f = upsampled_vector(edited, (&ey, &ex), x, y);
+                        upsampled_vector(edited, (&ey, &ex), x, y, &mut f);
                         unit(&mut f);
                         let cos: f32 = v.iter().zip(&f).map(|(a, b)| a * b).sum();
                         if cos > best.0 {
