@@ -27,13 +27,7 @@ pub fn image_to_tensor(
             width * height * 3
         )));
     }
-    let mut planar = vec![0f32; rgb.len()];
-    let plane = width * height;
-    for (i, px) in rgb.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            planar[c * plane + i] = px[c] as f32 / 127.5 - 1.0;
-        }
-    }
+    let planar = crate::image::planar_rgb(rgb, |v| v as f32 / 127.5 - 1.0);
     Ok(Tensor::from_data(
         TensorData::new(planar, [1, 3, height, width]),
         device,

@@ -20,7 +20,7 @@
 use burn::tensor::{Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::image::RgbImage;
+use crate::image::{RgbImage, planar_rgb};
 use crate::model_set::Models;
 use crate::rng::Rng;
 use crate::schedulers::DdimScheduler;
@@ -77,13 +77,7 @@ pub struct FeatureMap {
 /// `[1, 3, h, w]` in [−1, 1] as DIFT's preprocessing computes it: `(x/255 − 0.5)·2`
 /// (PARITY: not `x/127.5 − 1`, which differs by an ulp).
 fn dift_input(image: &RgbImage, device: &burn::tensor::Device) -> Tensor<4> {
-    let plane = image.width * image.height;
-    let mut planar = vec![0f32; 3 * plane];
-    for (i, px) in image.rgb.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            planar[c * plane + i] = (px[c] as f32 / 255.0 - 0.5) * 2.0;
-        }
-    }
+    let planar = planar_rgb(&image.rgb, |v| (v as f32 / 255.0 - 0.5) * 2.0);
     Tensor::from_data(
         TensorData::new(planar, [1, 3, image.height, image.width]),
         device,

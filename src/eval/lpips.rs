@@ -24,8 +24,8 @@ use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::image::RgbImage;
 use crate::image::resample::torch_bilinear;
+use crate::image::{RgbImage, planar_rgb};
 use crate::tensor_io::read_f32;
 use crate::weights::F32Tensor;
 
@@ -261,14 +261,7 @@ impl AlexLpips {
 /// An RGB8 image as planar `[3, h, w]` values in [−1, 1] (`x / 127.5 − 1`, the DragBench
 /// scripts' mapping).
 fn signed_unit_planar(image: &RgbImage) -> Vec<f32> {
-    let plane = image.width * image.height;
-    let mut planar = vec![0f32; 3 * plane];
-    for (i, px) in image.rgb.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            planar[c * plane + i] = px[c] as f32 / 127.5 - 1.0;
-        }
-    }
-    planar
+    planar_rgb(&image.rgb, |v| v as f32 / 127.5 - 1.0)
 }
 
 /// An RGB8 image as `[1, 3, h, w]` in [−1, 1] (`x / 127.5 − 1`).

@@ -28,6 +28,20 @@ pub struct RgbImage {
     pub rgb: Vec<u8>,
 }
 
+/// RGB8 pixels (row-major, 3 bytes each) as planar `[3, h, w]` f32 values, each byte mapped by
+/// `map` — the one conversion of the networks' inputs (`x/127.5 − 1`) and the metrics' (DIFT's
+/// `(x/255 − 0.5)·2`, which differs by an ulp).
+pub fn planar_rgb(rgb: &[u8], map: impl Fn(u8) -> f32) -> Vec<f32> {
+    let plane = rgb.len() / 3;
+    let mut planar = vec![0f32; 3 * plane];
+    for (i, px) in rgb.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            planar[c * plane + i] = map(px[c]);
+        }
+    }
+    planar
+}
+
 /// Bilinear resize of `[1, c, h, w]` to `height × width` (align_corners = False).
 pub fn resize_bilinear(image: Tensor<4>, height: usize, width: usize) -> Tensor<4> {
     let [_, _, h, w] = image.dims();
