@@ -47,25 +47,11 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// The weights files `load_models` reads, each with its SHA-256 (read in pieces: SD 1.5's
-    /// fp16 files are 2 GB), as a report's settings record them.
+    /// The weights files `load_models` reads, each with its SHA-256, as a report's settings
+    /// record them.
     pub fn weights_json(&self) -> Result<serde_json::Value> {
-        let vae_dir = self.vae.clone().unwrap_or_else(|| self.model.join("vae"));
         let mut files = serde_json::Map::new();
-        for (role, dir, base) in [
-            ("unet", self.model.join("unet"), "diffusion_pytorch_model"),
-            ("vae", vae_dir, "diffusion_pytorch_model"),
-            ("text_encoder", self.model.join("text_encoder"), "model"),
-        ] {
-            let file = gooddrag::model_set::weights_file(&dir, base)?;
-            files.insert(
-                role.into(),
-                serde_json::json!({
-                    "file": file.display().to_string(),
-                    "sha256": gooddrag::eval::sha256_file(&file)?,
-                }),
-            );
-        }
+        insert_model_weights(&mut files, "", &self.model, self.vae.as_deref())?;
         Ok(files.into())
     }
 
@@ -73,6 +59,33 @@ impl ModelArgs {
     pub fn preset(&self) -> Option<&str> {
         self.preset.as_deref()
     }
+}
+
+/// A weights file as a report's settings record it: its path and SHA-256.
+pub fn weights_entry(path: &Path, sha256: String) -> serde_json::Value {
+    serde_json::json!({ "file": path.display().to_string(), "sha256": sha256 })
+}
+
+/// Adds the UNet, VAE and text-encoder files `Models::load_dir(model, vae)` reads to `files`,
+/// as `{prefix}unet`, `{prefix}vae`, `{prefix}text_encoder`, each with its SHA-256 (read in
+/// pieces: SD's fp16 files are 2 GB).
+pub fn insert_model_weights(
+    files: &mut serde_json::Map<String, serde_json::Value>,
+    prefix: &str,
+    model: &Path,
+    vae: Option<&Path>,
+) -> Result<()> {
+    let vae_dir = vae.map_or_else(|| model.join("vae"), Path::to_path_buf);
+    for (role, dir, base) in [
+        ("unet", model.join("unet"), "diffusion_pytorch_model"),
+        ("vae", vae_dir, "diffusion_pytorch_model"),
+        ("text_encoder", model.join("text_encoder"), "model"),
+    ] {
+        let file = gooddrag::model_set::weights_file(&dir, base)?;
+        let sha = gooddrag::eval::sha256_file(&file)?;
+        files.insert(format!("{prefix}{role}"), weights_entry(&file, sha));
+    }
+    Ok(())
 }
 
 /// `--preset`, else `--config`, else the defaults.

@@ -14,15 +14,15 @@ use gooddrag::eval::dataset::{self, DaiScores, Sample};
 use gooddrag::eval::dift::{DiftNoise, DiftSettings, dift_features};
 use gooddrag::eval::lpips::AlexLpips;
 use gooddrag::eval::md::match_points;
+use gooddrag::eval::sha256_hex;
 use gooddrag::eval::shard::Shard;
-use gooddrag::eval::{sha256_file, sha256_hex};
 use gooddrag::image::RgbImage;
-use gooddrag::model_set::{Models, weights_file};
+use gooddrag::model_set::Models;
 use gooddrag::rng::{FNV1A64_OFFSET, Rng, fnv1a64};
 use gooddrag::weights::read_tensor_file;
 use gooddrag::{Error, Result, device};
 
-use crate::common::{failures_json, read_bytes};
+use crate::common::{failures_json, insert_model_weights, read_bytes, weights_entry};
 use crate::judge::{Judge, JudgeArgs, gscore_summary, judge_sample};
 use crate::report::{ShardInfo, run_samples, weights_table, write_summary_files};
 
@@ -161,14 +161,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                         .into(),
                 )
             })?;
-            for (role, sub, base) in [
-                ("dift_unet", "unet", "diffusion_pytorch_model"),
-                ("dift_vae", "vae", "diffusion_pytorch_model"),
-                ("dift_text_encoder", "text_encoder", "model"),
-            ] {
-                let file = weights_file(&dir.join(sub), base)?;
-                weights.insert(role.into(), weights_entry(&file, sha256_file(&file)?));
-            }
+            insert_model_weights(&mut weights, "dift_", dir, None)?;
             let started = std::time::Instant::now();
             let models = Models::load_dir(dir, None, dev, *max_binding)?;
             eprintln!(
@@ -285,11 +278,6 @@ fn score_all(
         &header,
         shard,
     )
-}
-
-/// A weights file as the summary records it.
-fn weights_entry(path: &Path, sha256: String) -> serde_json::Value {
-    serde_json::json!({ "file": path.display().to_string(), "sha256": sha256 })
 }
 
 /// One sample's report row: where its result was found and each metric.
