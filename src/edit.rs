@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::image::composite::{CompositeSettings, changed_region, composite};
 use crate::image::working::{SizeMap, WorkingSize, check_edit_size};
 use crate::image::{RgbImage, resize_bilinear};
+use crate::kernels::precision::Precision;
 use crate::lora::{self, LoraSet, train_lora};
 use crate::model_set::Models;
 use crate::models::unet_2d_condition::BackwardPlan;
@@ -98,6 +99,8 @@ pub struct EditOutput {
     pub frame: Frame,
     /// The backward plan the gradient passes ran with (chosen from the memory budget).
     pub backward_plan: BackwardPlan,
+    /// The UNet's compute dtype in the LoRA, drag and denoising phases.
+    pub precision: Precision,
 }
 
 impl EditOutput {
@@ -202,6 +205,7 @@ pub async fn run_edit_cached(
     let image = map.image(&photo);
     let mask = mask.map(|m| map.mask(&m));
     choose_backward_plan(models, &config, map.working);
+    models.unet.precision = models.precision;
     let working_points: Vec<[f64; 2]> = points.iter().map(|&p| map.to_working(p)).collect();
     let resize_millis = now_ms() - started;
     let mut out = edit_at_working_size(
@@ -402,6 +406,8 @@ async fn edit_at_working_size(
             let z0 = encode(&models.vae, pixels).detach();
             phase("encode", started);
             let started = now_ms();
+            // PARITY: the official inversion runs before accelerate's autocast wrap: in f32.
+            let precision = std::mem::replace(&mut models.unet.precision, Precision::F32);
             let z_t = invert(
                 &models.unet,
                 &scheduler,
@@ -411,7 +417,9 @@ async fn edit_at_working_size(
                 progress,
                 cancel,
             )
-            .await?;
+            .await;
+            models.unet.precision = precision;
+            let z_t = z_t?;
             phase("invert", started);
             cache.inversion = Some((inversion_key, z0.clone(), z_t.clone()));
             (z0, z_t)
@@ -471,5 +479,6 @@ async fn edit_at_working_size(
         lora_losses,
         frame,
         backward_plan: models.unet.backward_plan,
+        precision: models.unet.precision,
     })
 }

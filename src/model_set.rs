@@ -14,6 +14,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::error::Result;
 use crate::exec::plan::MemoryBudget;
+use crate::kernels::precision::Precision;
 use crate::models::attention::attention_budget;
 use crate::models::clip::{ClipTextConfig, ClipTextModel};
 use crate::models::tokenizer::ClipTokenizer;
@@ -40,6 +41,9 @@ pub struct Models {
     /// The device memory an edit may use: it picks the UNet's backward plan per edit
     /// (`exec::plan`); `auto` (unknown) picks the least memory.
     pub memory_budget: MemoryBudget,
+    /// The UNet's compute dtype for the edit's f16-eligible phases (LoRA, drag, denoising;
+    /// `kernels::precision`), resolved by the face from the user's choice and the adapter.
+    pub precision: Precision,
 }
 
 /// The last [`PromptCache::CAPACITY`] prompts' CLIP embeddings (least recently used evicted),
@@ -128,6 +132,7 @@ impl Models {
             device,
             prompts: PromptCache::default(),
             memory_budget: MemoryBudget::default(),
+            precision: Precision::default(),
         })
     }
 
@@ -157,6 +162,7 @@ impl Models {
             device: self.device,
             prompts: PromptCache::default(),
             memory_budget: self.memory_budget,
+            precision: self.precision,
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::progress::StopReason;
 
 use crate::error::{Error, Result};
 use crate::exec::recompute::Recorded;
+use crate::kernels::precision::Precision;
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::optim::{Adam, AdamConfig};
 use crate::pipeline::sync;
@@ -249,7 +250,14 @@ impl DragSession {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<bool> {
         match self.stage {
-            Stage::Reference => self.reference_step(unet, progress).await?,
+            Stage::Reference => {
+                // PARITY: the official reference trajectory runs before accelerate's autocast
+                // wrap: in f32 whatever the drag's precision.
+                let precision = std::mem::replace(&mut unet.precision, Precision::F32);
+                let step = self.reference_step(unet, progress).await;
+                unet.precision = precision;
+                step?
+            }
             Stage::Main => {
                 let i = self.index;
                 let drag_here = i < self.drag_steps()
@@ -436,19 +444,30 @@ impl DragSession {
             &mut |_| {},
         )?;
         let loss_total = fb.loss;
+        // With f16 compute, whether the latent's gradient is finite rides on the same readback.
+        let grad_check =
+            (unet.precision == Precision::F16).then(|| fb.sample_grad.clone().inner().abs().sum());
         let grad = Some(fb.sample_grad);
         let current = self.current.as_mut().expect("drag timestep state");
         self.z = current
             .adam
             .step(vec![self.z.clone()], vec![grad])
             .remove(0);
-        // One readback for both numbers (each is a device round trip in the browser).
+        // One readback for all numbers (each is a device round trip in the browser).
         let drag_value = drag_value.unwrap_or_else(|| loss_total.zeros_like());
-        let values = read_f32(Tensor::cat(vec![loss_total, drag_value], 0)).await?;
+        let mut read = vec![loss_total.inner(), drag_value.inner()];
+        read.extend(grad_check);
+        let values = read_f32(Tensor::cat(read, 0)).await?;
         let (total, drag) = (values[0], values[1]);
         if !total.is_finite() {
             return Err(Error::Readback(format!(
                 "the drag loss became {total} at timestep {t}"
+            )));
+        }
+        if let Some(g) = values.get(2).filter(|g| !g.is_finite()) {
+            return Err(Error::Readback(format!(
+                "the latent's f16 gradient overflowed ({g}) at timestep {t}; edit with f32 \
+                 compute"
             )));
         }
         self.ms_steps += 1;

@@ -213,7 +213,8 @@ pub struct Timings {
     pub total_ms: f64,
     /// Adapter that ran it.
     pub device: String,
-    /// Compute precision.
+    /// The UNet's compute dtype in the LoRA, drag and denoising phases (`f32`, `f16`; the
+    /// inversion and reference trajectory always run in f32).
     pub dtype: String,
     /// The working size asked for (`native` or a long side) and the `[width, height]` the edit
     /// ran at.
@@ -266,7 +267,7 @@ pub fn write_edit_outputs(
         total_ms: phases_ms.values().sum(),
         phases_ms,
         device: device.to_string(),
-        dtype: "f32".into(),
+        dtype: out.precision.name().into(),
         working_size: size.to_string(),
         working_dims: [out.size.working.0, out.size.working.1],
         backward_plan: out.backward_plan.name().into(),

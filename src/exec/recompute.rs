@@ -21,6 +21,16 @@
 //! resolution (the full-resolution level, with the self-attention over h·w tokens, is
 //! recomputed), `autodiff` keeps all (no extra forward).
 //!
+//! With f16 compute ([`Precision::F16`]) the layer inputs, graphs and the gradients between
+//! layers are f16; the loss and its leaves stay f32. The gradient entering the UNet is scaled by
+//! a power of two that brings its largest element to [1, 2) (computed on the device, no
+//! readback), so the f16 gradients between layers neither underflow (a drag loss's gradient per
+//! feature is ~1e-5, near f16's smallest normal 6e-5) nor, with 2¹⁵ of headroom, overflow; the
+//! latent's gradient is unscaled in f32, and parameter gradients carry the scale
+//! ([`ForwardBackward::grad_scale`]). PyTorch's GradScaler plays this part in the official code
+//! with a fixed 2¹⁶ that it halves after an overflow, skipping that step; a scale from the
+//! gradient itself needs no skipped steps.
+//!
 //! Both this forward and the plain one walk the UNet's single layer description,
 //! [`UNet2DConditionModel::layer_sequence`]. The maths is the same as
 //! [`UNet2DConditionModel::forward`] followed by `backward`; only
@@ -29,6 +39,7 @@
 use burn::module::Module;
 use burn::tensor::{Gradients, Tensor};
 
+use crate::kernels::precision::{self, Precision};
 use crate::models::unet_2d_condition::{LayerStep, Stage, UNet2DConditionModel, UNetLayer};
 use crate::{Error, Result};
 
@@ -88,8 +99,11 @@ pub struct ForwardBackward {
     pub noise_pred: Tensor<4>,
     /// The tapped features (detached).
     pub features: Option<Tensor<4>>,
-    /// ∂loss/∂sample (zeros when the loss does not depend on it).
+    /// ∂loss/∂sample in f32 (zeros when the loss does not depend on it).
     pub sample_grad: Tensor<4>,
+    /// `[1]`: the factor on the parameter gradients `on_grads` saw for the recomputed layers
+    /// (they are those of `grad_scale · loss`; divide by it). 1 with f32 compute.
+    pub grad_scale: Tensor<1>,
 }
 
 impl UNet2DConditionModel {
@@ -166,6 +180,7 @@ impl UNet2DConditionModel {
         let sample = sample.detach();
         let [b, _, _, _] = sample.dims();
         let emb = self.time_emb(timesteps, b, &sample.device()).detach();
+        let encoder_hidden_states = self.in_compute_dtype(encoder_hidden_states).detach();
         // The forward without autodiff: nothing of it is kept but the layer inputs, and the
         // graphs of the layers the plan keeps (run here on the autodiff model from leaves).
         let plain = self.valid();
@@ -197,14 +212,14 @@ impl UNet2DConditionModel {
             })
         };
         let (steps, noise_pred, features) = plain.forward_steps(
-            sample.clone().inner(),
+            self.in_compute_dtype(sample.clone()).inner(),
             &emb.clone().inner(),
             &encoder_hidden_states.clone().inner(),
             tap,
             &mut keep,
         );
-        let noise_pred = on_device_of(noise_pred, &sample);
-        let features = features.map(|f| on_device_of(f, &sample));
+        let noise_pred = on_device_of(precision::to_f32(noise_pred), &sample);
+        let features = features.map(|f| on_device_of(precision::to_f32(f), &sample));
         Ok(Recorded {
             steps,
             sample,
@@ -264,6 +279,7 @@ impl UNet2DConditionModel {
             return Ok(ForwardBackward {
                 loss: value.detach(),
                 sample_grad: sample.zeros_like(),
+                grad_scale: unit_scale(&sample).inner(),
                 noise_pred,
                 features,
             });
@@ -271,9 +287,20 @@ impl UNet2DConditionModel {
         let grads = value.backward();
         on_grads(&grads);
         let direct = inputs.sample.grad(&grads);
-        let mut g_x = inputs.noise_pred.grad(&grads);
+        let g_pred = inputs.noise_pred.grad(&grads);
         let g_features = inputs.features.as_ref().and_then(|f| f.grad(&grads));
         drop(grads);
+        // Into the layers' dtype, scaled (f16) so the largest element is in [1, 2).
+        let grad_scale = match self.precision {
+            Precision::F32 => unit_scale(&sample),
+            Precision::F16 => power_of_two_scale(g_pred.iter().chain(&g_features)),
+        };
+        let into_layers = |g: Tensor<4>| match self.precision {
+            Precision::F32 => g,
+            Precision::F16 => self.in_compute_dtype(g * grad_scale.clone().unsqueeze::<4>()),
+        };
+        let mut g_x = g_pred.map(into_layers);
+        let g_features = g_features.map(into_layers);
 
         // The layers in reverse.
         let mut g_skips: Vec<Option<Tensor<4>>> = vec![None; steps.len()];
@@ -324,14 +351,37 @@ impl UNet2DConditionModel {
                 g_skips[k] = add(g_skips[k].take(), s.grad(&grads));
             }
         }
+        let g_x = g_x.map(|g| match self.precision {
+            Precision::F32 => g,
+            Precision::F16 => precision::to_f32(g) / grad_scale.clone().unsqueeze::<4>(),
+        });
         let sample_grad = add(g_x, direct).unwrap_or_else(|| sample.zeros_like());
         Ok(ForwardBackward {
             loss: value.detach(),
             noise_pred,
             features,
             sample_grad,
+            grad_scale: grad_scale.inner(),
         })
     }
+}
+
+/// `[1]` = 1 on `like`'s device (plain).
+fn unit_scale(like: &Tensor<4>) -> Tensor<1> {
+    Tensor::ones([1], &like.device())
+}
+
+/// `[1]`: the power of two `2^−⌊log₂ max|g|⌋` over all of `grads` (f32, detached), which
+/// brings their largest element into [1, 2); kept within 2^±100 so an all-zero gradient
+/// gives a finite scale. Computed on the device: no readback.
+fn power_of_two_scale<'a>(grads: impl Iterator<Item = &'a Tensor<4>>) -> Tensor<1> {
+    let max = grads
+        .map(|g| g.clone().detach().abs().max().reshape([1]))
+        .reduce(|a, b| a.max_pair(b))
+        .expect("a gradient to scale");
+    let ln2 = std::f64::consts::LN_2;
+    let exponent = (max.clamp(2f64.powi(-100), 2f64.powi(100)).log() / ln2).floor();
+    (exponent * -ln2).exp()
 }
 
 /// A plain tensor back on the autodiff device of `like` (same gradient-checkpointing strategy,

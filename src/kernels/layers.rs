@@ -1,10 +1,12 @@
-//! Weights kept in f16 on the device while every computation runs in the activations' dtype
-//! (f32): the UNet's fp16 files are uploaded as they are, halving its 3.2 GiB, and each Linear /
-//! Conv2d widens its weight to f32 just before use (exact: every f16 is an f32), so results are
-//! bit-for-bit those of weights widened on the host. Only the transient copy of the layer in use
-//! costs f32 memory (≤ 59 MB for the largest SD 1.5 convolution).
+//! Weights kept in f16 on the device while every computation runs in the activations' dtype:
+//! the UNet's fp16 files are uploaded as they are, halving its 3.2 GiB. With f32 activations
+//! each Linear / Conv2d widens its weight to f32 just before use (exact: every f16 is an f32), so
+//! results are bit-for-bit those of weights widened on the host; only the transient copy of the
+//! layer in use costs f32 memory (≤ 59 MB for the largest SD 1.5 convolution). With f16
+//! activations ([`crate::exec::precision`]) the f16 weights are used as they are and the f32
+//! biases are narrowed; the normalisations compute in f32 and return the input's dtype.
 //!
-//! Modules whose weights are already f32 take the plain path with no extra work.
+//! Modules whose weights are already in the activations' dtype take the plain path.
 //!
 //! These are the networks' layer entry points (linear, convolution, normalisations), so each also
 //! reports its time to [`crate::perf::profiler`] when a profile is being taken.
@@ -16,7 +18,7 @@ use burn::tensor::module;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 
-use super::{conv_gemm, statistics};
+use super::{conv_gemm, precision, statistics};
 use crate::perf::{profiler, work};
 
 /// `t` in `dtype` (a no-op when it already is). The widened copy is an ordinary intermediate:
@@ -25,7 +27,9 @@ pub(crate) fn widen<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
     if t.dtype() == dtype {
         t
     } else {
-        profiler::op("f16 → f32 weight widening", &t.device(), || t.cast(dtype))
+        profiler::op("weight dtype cast (f16 ↔ f32)", &t.device(), || {
+            precision::to_dtype(t, dtype)
+        })
     }
 }
 
@@ -40,7 +44,11 @@ pub fn linear<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
     ));
     let dtype = x.dtype();
     let device = weight.device();
-    if weight.dtype() == dtype {
+    let bias_matches = linear
+        .bias
+        .as_ref()
+        .is_none_or(|b| b.val().dtype() == dtype);
+    if weight.dtype() == dtype && bias_matches {
         return profiler::op("linear", &device, || linear.forward(x));
     }
     let bias = linear.bias.as_ref().map(|b| widen(b.val(), dtype));
@@ -96,9 +104,13 @@ pub fn group_norm<const D: usize>(norm: &GroupNorm, x: Tensor<D>) -> Tensor<D> {
     })
 }
 
-/// `norm.forward(x)`, reported to the profiler as `layer norm`.
+/// `norm.forward(x)` computed in f32 (as PyTorch's autocast does) and returned in `x`'s dtype,
+/// reported to the profiler as `layer norm`.
 pub fn layer_norm<const D: usize>(norm: &LayerNorm, x: Tensor<D>) -> Tensor<D> {
-    profiler::op("layer norm", &x.device(), || norm.forward(x))
+    let dtype = x.dtype();
+    profiler::op("layer norm", &x.device(), || {
+        precision::to_dtype(norm.forward(precision::to_f32(x)), dtype)
+    })
 }
 
 /// Stores every matrix and kernel (float parameters of rank ≥ 2, except embedding tables) of

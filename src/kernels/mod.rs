@@ -2,6 +2,8 @@
 //! - [`layers`]: linear, convolution and normalisations with weights held in f16 and widened
 //!   at use; every model calls these instead of burn's `forward`, so precision and profiling
 //!   are decided in one place;
+//! - [`precision`]: the UNet's compute dtype — f32, or f16 with f32 where precision needs it —
+//!   and the casts between them;
 //! - [`conv_gemm`]: stride-1 convolutions as im2col + matrix multiplication in row bands;
 //! - [`row_bands`]: an activation held as bands of rows, with exact halo convolutions and
 //!   GroupNorm statistics over all bands (the VAE decoder under the binding limit);
@@ -11,5 +13,6 @@
 
 pub mod conv_gemm;
 pub mod layers;
+pub mod precision;
 pub mod row_bands;
 pub mod statistics;

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{LoraSet, lora_params_mut};
 use crate::error::{Error, Result};
+use crate::kernels::precision::Precision;
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::vae::{AutoencoderKL, LatentDistribution};
 use crate::optim::{Adam, AdamConfig};
@@ -106,6 +107,8 @@ impl LoraTrainer {
             ));
         }
         let params: Vec<Tensor<2>> = lora_params_mut(unet).into_iter().map(|p| p.val()).collect();
+        // Per sample: each parameter's gradient summed over the layers it is used in.
+        let mut sample_sums: Vec<Option<Tensor<2>>> = vec![None; params.len()];
         let mut sums: Vec<Option<Tensor<2>>> = vec![None; params.len()];
         let mut total: Option<Tensor<1>> = None;
         for s in samples {
@@ -123,7 +126,7 @@ impl LoraTrainer {
                         .div_scalar(n as f64))
                 },
                 &mut |grads| {
-                    for (sum, p) in sums.iter_mut().zip(&params) {
+                    for (sum, p) in sample_sums.iter_mut().zip(&params) {
                         if let Some(g) = p.grad(grads) {
                             *sum = Some(match sum.take() {
                                 Some(acc) => acc + g,
@@ -133,6 +136,20 @@ impl LoraTrainer {
                     }
                 },
             )?;
+            // f16 compute scales the gradients inside the UNet (`exec::recompute`): unscale.
+            let scale = (unet.precision == Precision::F16).then(|| fb.grad_scale.unsqueeze::<2>());
+            for (sum, g) in sums.iter_mut().zip(sample_sums.iter_mut()) {
+                if let Some(g) = g.take() {
+                    let g = match &scale {
+                        Some(scale) => g / scale.clone(),
+                        None => g,
+                    };
+                    *sum = Some(match sum.take() {
+                        Some(acc) => acc + g,
+                        None => g,
+                    });
+                }
+            }
             total = Some(match total {
                 Some(t) => t + fb.loss,
                 None => fb.loss,
@@ -251,11 +268,28 @@ async fn train(
             .collect();
         let (loss, grads) =
             LoraTrainer::gradients(unet, scheduler, &samples, encoder_hidden_states)?;
+        // With f16 compute, also whether every gradient is finite (same readback): an f16
+        // overflow must stop the run, not reach the weights.
+        let checked = match unet.precision {
+            Precision::F32 => loss,
+            Precision::F16 => {
+                let magnitude = grads
+                    .iter()
+                    .flatten()
+                    .map(|g| g.clone().abs().sum())
+                    .reduce(|a, b| a + b)
+                    .unwrap_or_else(|| loss.zeros_like());
+                Tensor::cat(vec![loss, magnitude], 0)
+            }
+        };
         trainer.step(unet, grads);
-        let loss = read_f32(loss).await?[0];
-        if !loss.is_finite() {
+        let values = read_f32(checked).await?;
+        let loss = values[0];
+        if values.iter().any(|v| !v.is_finite()) {
             return Err(Error::Readback(format!(
-                "LoRA training diverged at step {step} (loss {loss})"
+                "LoRA training diverged at step {step} (loss {loss}, gradients {}; \
+                 with f16 compute, try f32)",
+                values.get(1).copied().unwrap_or(0.0)
             )));
         }
         losses.push(loss);

@@ -13,9 +13,9 @@
 use burn::module::Module;
 use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
-use crate::kernels::layers;
+use crate::kernels::{layers, precision};
 use crate::perf::{profiler, work};
 
 /// Default byte budget for one attention score chunk: WebGPU's default
@@ -88,7 +88,10 @@ fn chunked_attention(
     let dv = inner_v / heads;
     let scale = 1.0 / (d as f64).sqrt();
     let device = q.device();
-    let elem_bytes = q.dtype().size();
+    let dtype = q.dtype();
+    // Scores are formed in the activations' dtype, the softmax runs in f32 (f16 compute, as
+    // PyTorch's autocast and fused kernels accumulate it): size chunks by the f32 copy.
+    let elem_bytes = DType::F32.size().max(dtype.size());
 
     // [b, len, heads·d] → [b·heads, len, d]
     let split = |t: Tensor<3>, len: usize, dim: usize| {
@@ -105,7 +108,7 @@ fn chunked_attention(
     let bias = causal.then(|| causal_bias(n, m, &device));
 
     let attend = |q: Tensor<3>, k_t: Tensor<3>, v: Tensor<3>, row0: usize| {
-        let scores = q.matmul(k_t); // [g', r, m]
+        let scores = precision::to_f32(q.matmul(k_t)); // [g', r, m]
         let scores = match &bias {
             Some(bias) => {
                 let [_, r, _] = scores.dims();
@@ -113,7 +116,7 @@ fn chunked_attention(
             }
             None => scores,
         };
-        softmax(scores, 2).matmul(v)
+        precision::to_dtype(softmax(scores, 2), dtype).matmul(v)
     };
 
     let out = if groups_per_chunk >= groups && rows_per_chunk >= n {
@@ -348,14 +351,19 @@ pub struct LoraLinear {
 }
 
 impl LoraLinear {
-    /// x: `[b, n, in]` → `[b, n, out]`.
+    /// x: `[b, n, in]` → `[b, n, out]`, computed in the factors' dtype (f32 master weights) and
+    /// returned in `x`'s: with f16 compute the delta runs in f32, as the official
+    /// `LoRALinearLayer` casts its input to the LoRA weights' dtype and the result back.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let dtype = x.dtype();
+        let x = precision::to_dtype(x, self.down.weight.val().dtype());
         let h = layers::linear(&self.up, layers::linear(&self.down, x));
-        if self.scale == 1.0 {
+        let h = if self.scale == 1.0 {
             h
         } else {
             h.mul_scalar(self.scale)
-        }
+        };
+        precision::to_dtype(h, dtype)
     }
 }
 

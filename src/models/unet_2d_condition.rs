@@ -16,6 +16,7 @@ use super::unet_2d_blocks::{
     DownBlock2D, Transformer2DModel, UNetBlockConfig, UNetMidBlock2DCrossAttn, UpBlock2D,
 };
 use crate::kernels::layers;
+use crate::kernels::precision::{self, Precision};
 use crate::perf::profiler;
 use crate::{Error, Result};
 
@@ -332,6 +333,7 @@ impl UNet2DConditionConfig {
             conv_out: conv(boc[0], self.out_channels, self.conv_out_kernel, device),
             time_proj_channels: boc[0],
             backward_plan: BackwardPlan::default(),
+            precision: Precision::default(),
             flip_sin_to_cos: self.flip_sin_to_cos,
             freq_shift: self.freq_shift,
         })
@@ -400,6 +402,11 @@ pub struct UNet2DConditionModel {
     /// device's memory.
     #[module(skip)]
     pub backward_plan: BackwardPlan,
+    /// The activations' dtype ([`Precision`]): inputs are cast to it at the entry, the noise
+    /// prediction and tapped features leave as f32. Not a weight: set by whoever knows the
+    /// adapter.
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 /// How a gradient pass through the UNet trades memory for work (docs/ARCHITECTURE.md §4): the
@@ -479,7 +486,7 @@ impl UNet2DConditionModel {
             encoder_hidden_states,
             &mut |stage, i, t| {
                 if stage == Stage::Up && taps.contains(&i) {
-                    features[i] = Some(t.clone());
+                    features[i] = Some(precision::to_f32(t.clone()));
                 }
             },
         );
@@ -506,14 +513,17 @@ impl UNet2DConditionModel {
             sample,
             timesteps,
             encoder_hidden_states,
-            &mut |stage, _, t| match stage {
-                Stage::Down => down_blocks.push(t.clone()),
-                Stage::Mid => mid = Some(t.clone()),
-                Stage::Up => up_blocks.push(t.clone()),
+            &mut |stage, _, t| {
+                let t = precision::to_f32(t.clone());
+                match stage {
+                    Stage::Down => down_blocks.push(t),
+                    Stage::Mid => mid = Some(t),
+                    Stage::Up => up_blocks.push(t),
+                }
             },
         );
         UNetIntermediates {
-            time_emb,
+            time_emb: precision::to_f32(time_emb),
             down_blocks,
             mid_block: mid.expect("mid block ran"),
             up_blocks,
@@ -573,12 +583,13 @@ impl UNet2DConditionModel {
     ) -> (Tensor<4>, Tensor<2>) {
         let [b, _, _, _] = sample.dims();
         let emb = self.time_emb(timesteps, b, &sample.device());
+        let (sample, ehs) = (self.in_compute_dtype(sample), self.in_compute_dtype(ehs));
         let noise_pred = self.walk(sample, &emb, &ehs, &mut |visit| {
             if let Some((stage, i)) = visit.step.ends_block {
                 tap(stage, i, visit.output);
             }
         });
-        (noise_pred, emb)
+        (precision::to_f32(noise_pred), emb)
     }
 
     /// The layers of one forward, in order, for a latent of `h`×`w`: the single description
@@ -674,14 +685,15 @@ impl UNet2DConditionModel {
             .iter()
             .position(|s| s.ends_block == Some((Stage::Up, index)))?;
         steps.truncate(end + 1);
-        Some(self.walk_steps(
-            sample,
+        let features = self.walk_steps(
+            self.in_compute_dtype(sample),
             &emb,
-            &encoder_hidden_states,
+            &self.in_compute_dtype(encoder_hidden_states),
             &steps,
             None,
             &mut |_| {},
-        ))
+        );
+        Some(precision::to_f32(features))
     }
 
     /// [`walk`](Self::walk) over `steps`, a prefix of the layer sequence (or all of it).
@@ -770,7 +782,13 @@ impl UNet2DConditionModel {
         !h.is_multiple_of(factor) || !w.is_multiple_of(factor)
     }
 
-    /// The time embedding `[b, 4·c0]`, a single timestep broadcast over the batch.
+    /// `t` in the activations' dtype ([`Self::precision`]).
+    pub(crate) fn in_compute_dtype<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
+        precision::to_dtype(t, self.precision.dtype())
+    }
+
+    /// The time embedding `[b, 4·c0]` in the activations' dtype, a single timestep broadcast
+    /// over the batch (the sinusoids are formed in f32, as diffusers does under autocast).
     pub(crate) fn time_emb(&self, timesteps: &[f32], b: usize, device: &Device) -> Tensor<2> {
         assert!(
             timesteps.len() == 1 || timesteps.len() == b,
@@ -789,7 +807,7 @@ impl UNet2DConditionModel {
             self.freq_shift,
             device,
         );
-        self.time_embedding.forward(t_emb)
+        self.time_embedding.forward(self.in_compute_dtype(t_emb))
     }
 }
 

@@ -12,6 +12,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use serde::Serialize;
 
 use crate::clock::now_ms;
+use crate::kernels::precision::Precision;
 use crate::models::attention::attention_budget;
 use crate::models::clip::ClipTextConfig;
 use crate::models::unet_2d_condition::{
@@ -103,8 +104,10 @@ pub struct UNetBenchReport {
     pub backward_plan: BackwardPlan,
     /// Memory only (kernels compiled, not run): times are meaningless.
     pub dry_run: bool,
-    /// Whether the UNet's matrices and kernels were held in f16 (compute is f32 either way).
+    /// Whether the UNet's matrices and kernels were held in f16.
     pub f16_weights: bool,
+    /// The UNet's compute dtype.
+    pub precision: Precision,
     /// Forward (weights are initialised lazily during the first, so it is not timed as a phase),
     /// then a timed forward, then a timed forward + backward to the latent.
     pub phases: Vec<PhaseReport>,
@@ -128,6 +131,9 @@ pub struct BenchOptions {
     /// Hold the weights in f32 even where the device has f16 (as on an adapter without
     /// shader-f16); by default matrices and kernels are f16, as loading fp16 files gives.
     pub f32_weights: bool,
+    /// The UNet's compute dtype in the phases the editor runs it in (LoRA, motion supervision,
+    /// MasaCtrl denoising; inversion and the reference trajectory are f32, as in an edit).
+    pub precision: Precision,
 }
 
 /// A memory-only measurement: while it lives, cubecl compiles every kernel launch and drops it
@@ -267,6 +273,7 @@ pub async fn unet_sd15(
     let f16_weights = options.f16_weights(&device);
     let mut unet = held(config.init(budget, &device)?.no_grad(), f16_weights);
     unet.backward_plan = options.backward_plan;
+    unet.precision = options.precision;
     let parameters = unet.num_params();
     let cross_dim = cross_attention_dim(&config);
 
@@ -343,6 +350,7 @@ pub async fn unet_sd15(
     Ok(UNetBenchReport {
         latent_size,
         f16_weights,
+        precision: options.precision,
         checkpointing: options.checkpointing,
         backward_plan: options.backward_plan,
         dry_run: options.dry_run,
@@ -360,8 +368,10 @@ pub struct UNetProfileReport {
     pub model: String,
     /// Latent height and width (64 for a 512×512 image).
     pub latent_size: usize,
-    /// Whether matrices and kernels were held in f16 (compute is f32 either way).
+    /// Whether matrices and kernels were held in f16.
     pub f16_weights: bool,
+    /// The UNet's compute dtype.
+    pub precision: Precision,
     /// One forward, unprofiled, in milliseconds.
     pub forward_millis: f64,
     /// One forward + backward to the latent by layer-wise recomputation (the editor's),
@@ -395,7 +405,8 @@ pub async fn profile_unet(
     let device = autodiff_device(device, options.checkpointing);
     let f16_weights = options.f16_weights(&device);
     let budget = attention_budget(max_binding);
-    let unet = held(config.init(budget, &device)?.no_grad(), f16_weights);
+    let mut unet = held(config.init(budget, &device)?.no_grad(), f16_weights);
+    unet.precision = options.precision;
     let shape = [1, config.in_channels, latent_size, latent_size];
     let latent = || Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     let text = Tensor::<3>::random(
@@ -429,6 +440,7 @@ pub async fn profile_unet(
         model: model.name.clone(),
         latent_size,
         f16_weights,
+        precision: options.precision,
         forward_millis,
         forward_backward_millis,
         profiled_forward_millis,
@@ -587,8 +599,10 @@ pub struct EditBenchReport {
     pub model: String,
     /// Parameters of the UNet.
     pub unet_parameters: usize,
-    /// Whether the UNet's matrices and kernels were held in f16 (compute is f32 either way).
+    /// Whether the UNet's matrices and kernels were held in f16.
     pub f16_weights: bool,
+    /// The UNet's compute dtype in the LoRA, supervision and denoising phases.
+    pub precision: Precision,
     /// Latent size (64 for 512×512).
     pub latent_size: usize,
     /// Whether gradient checkpointing was on.
@@ -743,6 +757,7 @@ pub async fn edit_synthetic(
     });
 
     // LoRA: one crop's forward + backward + AdamW (the default step has 4 crops).
+    unet.precision = options.precision;
     LoraSet::init_for(&mut unet, 16, &mut rng)?.attach(&mut unet, true, "bench", &device)?;
     let mut trainer = LoraTrainer::new(&crate::lora::LoraConfig::default());
     measure!("LoRA step, one crop (×4 crops × 70 steps)", 4 * 70, {
@@ -757,6 +772,8 @@ pub async fn edit_synthetic(
     });
     unet = unet.no_grad();
 
+    // Inversion and the reference trajectory run in f32, as in an edit (`edit`, `drag::session`).
+    unet.precision = Precision::F32;
     measure!(INVERSION_PHASE, 38, {
         let z = latent(&mut rng);
         let eps = unet
@@ -782,6 +799,7 @@ pub async fn edit_synthetic(
     let patches = vec![reference_patch.expect("measured")];
     let vectors = vec![reference_vector.expect("measured")];
 
+    unet.precision = options.precision;
     let z_prev0 = latent(&mut rng);
     // The area outside the editable region: the left half of the latent (a mask term as in an
     // edit with a painted mask).
@@ -870,6 +888,7 @@ pub async fn edit_synthetic(
         model: model.name.clone(),
         unet_parameters,
         f16_weights,
+        precision: options.precision,
         latent_size,
         checkpointing,
         backward_plan: options.backward_plan,

@@ -22,6 +22,10 @@ struct BenchRequest {
     /// The gradient passes' backward plan (`recompute` unless asked).
     #[serde(default)]
     backward_plan: crate::models::unet_2d_condition::BackwardPlan,
+    /// The UNet's compute dtype: `auto` (f16 on a hardware adapter with shader-f16), `f32`,
+    /// `f16`.
+    #[serde(default)]
+    precision: crate::kernels::precision::PrecisionChoice,
     /// Run each phase twice and time the second (default on); off, one run whose time
     /// includes compiling the GPU programs (memory is unaffected).
     #[serde(default = "default_warm_up")]
@@ -54,8 +58,8 @@ fn default_warm_up() -> bool {
 
 /// Runs every phase of the default edit once on random weights and resolves to
 /// `{ adapter, report }` (see `EditBenchReport`). `request`: `{ latent?: 64, checkpointing?:
-/// true, warmUp?: true, name?, unetConfig?, vaeConfig?, textEncoderConfig? }` (configs as JSON text; all
-/// three or none).
+/// true, backwardPlan?: "recompute", precision?: "auto" | "f32" | "f16", warmUp?: true, name?,
+/// unetConfig?, vaeConfig?, textEncoderConfig? }` (configs as JSON text; all three or none).
 /// `onProgress` receives a line before each run; `cancelEdit()` stops it between runs.
 #[wasm_bindgen(js_name = benchSynthetic)]
 pub async fn bench_synthetic(
@@ -95,6 +99,7 @@ pub async fn bench_synthetic(
         backward_plan: request.backward_plan,
         dry_run: false,
         f32_weights: false,
+        precision: request.precision.resolve(&adapter).map_err(js_error)?,
     };
     let result = edit_synthetic(
         &dev,

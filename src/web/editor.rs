@@ -17,8 +17,10 @@ use super::{device, js_error, report, to_js};
 use crate::drag::DragConfig;
 use crate::edit::{EditCache, EditInput, LoraChoice, run_edit_cached};
 use crate::error::Error;
+use crate::exec::plan::MemoryBudget;
 use crate::image::RgbImage;
 use crate::image::working::WorkingSize;
+use crate::kernels::precision::PrecisionChoice;
 use crate::lora::{parse_lora, write_lora};
 use crate::model_set::{ModelFiles, Models};
 use crate::models::clip::ClipTextModel;
@@ -118,6 +120,7 @@ pub fn begin_model(files: JsValue) -> Result<(), JsValue> {
         device,
         prompts: _,
         memory_budget: _,
+        precision: _,
     } = models;
     CACHE.with_borrow_mut(EditCache::clear);
     MODEL.set(ModelState::Loading(Box::new(Loading {
@@ -275,8 +278,10 @@ pub fn finish_model() -> Result<(), JsValue> {
             scheduler: l.scheduler.clone(),
             device: l.device.clone(),
             prompts: Default::default(),
-            // WebGPU tells no memory size: the least-memory backward plan.
+            // WebGPU tells no memory size: the least-memory backward plan unless an edit
+            // request gives a budget; the precision too is set per edit.
             memory_budget: Default::default(),
+            precision: Default::default(),
         }
         .frozen())
     })?;
@@ -342,10 +347,13 @@ fn number_field(obj: &JsValue, name: &str) -> Option<f64> {
 /// per pixel, > 0 = editable), points: [[x, y], …], preset?: string, config?: object (DragConfig
 /// fields), lora?: "train" | "none", loraFile?: Uint8Array, size?: number | "native" }` (the
 /// working size: a long side, default 512, or the photo's own size; points and mask at the
-/// photo's size). `onProgress` receives each progress event. Resolves to `{ width, height, rgb,
-/// working: { width, height, rgb }, finalHandles, newPoints, timings, stop, supervisionSteps,
-/// cacheHits, lora?: Uint8Array }`: `rgb` is the photo at its own size with the edit
-/// composited in, `working` the edit at the working size; points in photo pixels.
+/// photo's size), `precision?: "auto" | "f32" | "f16"` (the UNet's compute dtype; `auto`: f16
+/// on a hardware adapter with shader-f16), `memoryBudget?: "auto" | "8GiB" | …` (the device
+/// memory the edit may use; `auto`, WebGPU telling none, takes the least-memory backward plan).
+/// `onProgress` receives each progress event. Resolves to `{ width, height, rgb, working:
+/// { width, height, rgb }, finalHandles, newPoints, timings, stop, supervisionSteps, cacheHits,
+/// precision, backwardPlan, lora?: Uint8Array }`: `rgb` is the photo at its own size with the
+/// edit composited in, `working` the edit at the working size; points in photo pixels.
 #[wasm_bindgen]
 pub async fn edit(request: JsValue, on_progress: js_sys::Function) -> Result<JsValue, JsValue> {
     let width = number_field(&request, "width")
@@ -397,6 +405,21 @@ pub async fn edit(request: JsValue, on_progress: js_sys::Function) -> Result<JsV
         },
         Err(_) => WorkingSize::default(),
     };
+    let precision: PrecisionChoice = field(&request, "precision")
+        .map(|s| {
+            s.parse()
+                .map_err(|e: String| invalid(format!("request.precision: {e}")))
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let precision = precision.resolve(&report()?).map_err(js_error)?;
+    let memory_budget: MemoryBudget = field(&request, "memoryBudget")
+        .map(|s| {
+            s.parse()
+                .map_err(|e: String| invalid(format!("request.memoryBudget: {e}")))
+        })
+        .transpose()?
+        .unwrap_or_default();
     let input = EditInput {
         image: RgbImage { width, height, rgb },
         mask,
@@ -418,6 +441,8 @@ pub async fn edit(request: JsValue, on_progress: js_sys::Function) -> Result<JsV
             Err(invalid(msg))
         }
     })?;
+    models.precision = precision;
+    models.memory_budget = memory_budget;
     let cancel = CANCEL.with(Clone::clone);
     cancel.reset();
     let mut cache = CACHE.take();
@@ -444,6 +469,8 @@ pub async fn edit(request: JsValue, on_progress: js_sys::Function) -> Result<JsV
         "stop": out.record.stop,
         "supervisionSteps": out.record.losses.len(),
         "cacheHits": CACHE.with_borrow(|c| c.last_hits.clone()),
+        "precision": out.precision,
+        "backwardPlan": out.backward_plan,
     });
     let js = to_js(&summary)?;
     js_sys::Reflect::set(

@@ -38,6 +38,12 @@ pub struct ModelArgs {
     /// every plan.
     #[arg(long, default_value = "auto", value_name = "auto|SIZE")]
     memory_budget: gooddrag::exec::plan::MemoryBudget,
+    /// The UNet's compute dtype in the LoRA, drag and denoising phases: `auto` (f16 on a
+    /// hardware GPU with shader-f16, else f32), `f32`, or `f16` (f16 activations with f32
+    /// normalisation statistics, softmax, LoRA and losses, as PyTorch's autocast; README
+    /// "Precision"). Inversion and the reference trajectory run in f32, as the official code.
+    #[arg(long, default_value = "auto", value_name = "auto|f32|f16")]
+    precision: gooddrag::kernels::precision::PrecisionChoice,
     /// Named hyperparameter preset.
     #[arg(long, conflicts_with = "config", value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
     preset: Option<String>,
@@ -113,6 +119,11 @@ pub fn load_models(args: &ModelArgs) -> Result<(Models, String)> {
         adapter.max_storage_buffer_binding_size,
     )?;
     models.memory_budget = args.memory_budget;
+    models.precision = args.precision.resolve(&adapter)?;
+    eprintln!(
+        "precision: {} (asked: {})",
+        models.precision, args.precision
+    );
     eprintln!(
         "memory budget: {}{}",
         args.memory_budget,

@@ -47,6 +47,11 @@ pub struct BenchFlags {
     /// shader-f16).
     #[arg(long)]
     f32_weights: bool,
+    /// The UNet's compute dtype in the LoRA, supervision and denoising phases: `f32`, `f16`
+    /// (f16 activations, f32 statistics/softmax/LoRA/losses) or `auto` (f16 on a hardware GPU
+    /// with shader-f16).
+    #[arg(long, default_value = "f32", value_name = "auto|f32|f16")]
+    precision: gooddrag::kernels::precision::PrecisionChoice,
     /// Measure memory only: every kernel is compiled but not run and pages get no device
     /// backing, while the allocator measures exactly the allocations a real run makes
     /// (cubecl's DryRun). Times are then meaningless; a 512×512 pass takes seconds even on
@@ -98,15 +103,20 @@ pub struct BenchConvArgs {
 }
 
 impl BenchFlags {
-    fn options(&self, latent_size: usize) -> synthetic::BenchOptions {
-        synthetic::BenchOptions {
+    fn options(
+        &self,
+        latent_size: usize,
+        adapter: &device::AdapterReport,
+    ) -> Result<synthetic::BenchOptions> {
+        Ok(synthetic::BenchOptions {
             latent_size,
             warm_up: !self.no_warm_up && !self.dry_run,
             checkpointing: !self.no_checkpointing,
             backward_plan: self.backward_plan,
             dry_run: self.dry_run,
             f32_weights: self.f32_weights,
-        }
+            precision: self.precision.resolve(adapter)?,
+        })
     }
 }
 
@@ -194,7 +204,7 @@ pub fn bench_synthetic(args: SyntheticRunArgs) -> Result<()> {
     let report = pollster::block_on(synthetic::edit_synthetic(
         &dev,
         &model,
-        flags.options(latent),
+        flags.options(latent, &adapter)?,
         adapter.max_storage_buffer_binding_size,
         &mut |p| eprintln!("  {p}"),
         &Cancel::new(),
@@ -241,8 +251,10 @@ fn print_edit_phases(report: &synthetic::EditBenchReport, adapter: &str) {
         report.unet_forward_flops as f64 / 1e9
     );
     println!(
-        "UNet matrices and kernels held in {} (compute in f32)",
-        weights_dtype(report.f16_weights)
+        "UNet matrices and kernels held in {}; compute in {} (LoRA, supervision, denoising; \
+         inversion and reference in f32)",
+        weights_dtype(report.f16_weights),
+        report.precision
     );
     println!(
         "extrapolated default edit: {:.1} s on {adapter}{}",
@@ -273,7 +285,7 @@ pub fn bench_unet(args: BenchUnetArgs) -> Result<()> {
     );
     let report = pollster::block_on(synthetic::unet_sd15(
         &device,
-        flags.options(latent),
+        flags.options(latent, &adapter)?,
         adapter.max_storage_buffer_binding_size,
     ))?;
     print_report(
@@ -287,8 +299,10 @@ pub fn bench_unet(args: BenchUnetArgs) -> Result<()> {
 /// The UNet benchmark's settings, its phases as a table, and how to read the memory columns.
 fn print_unet_phases(report: &synthetic::UNetBenchReport, adapter: &device::AdapterReport) {
     println!(
-        "SD 1.5 UNet, {} parameters, latent {l}×{l}, attention chunk budget {:.0} MiB, gradient checkpointing {}, on {}{}",
+        "SD 1.5 UNet, {} parameters, latent {l}×{l}, weights {}, compute {}, attention chunk budget {:.0} MiB, gradient checkpointing {}, on {}{}",
         report.parameters,
+        weights_dtype(report.f16_weights),
+        report.precision,
         mib(report.attention_budget_bytes as u64),
         if report.checkpointing { "on" } else { "off" },
         adapter.name,
@@ -371,7 +385,7 @@ pub fn profile_unet(args: SyntheticRunArgs) -> Result<()> {
     let report = pollster::block_on(synthetic::profile_unet(
         &device,
         &model,
-        flags.options(latent),
+        flags.options(latent, &adapter)?,
         adapter.max_storage_buffer_binding_size,
     ))?;
     print_report(
@@ -386,10 +400,11 @@ pub fn profile_unet(args: SyntheticRunArgs) -> Result<()> {
 fn print_profile(report: &synthetic::UNetProfileReport, adapter: &str) {
     let total = report.profiled_forward_millis;
     println!(
-        "{} UNet, latent {l}×{l}, weights in {}, compute f32, on {adapter}: forward {:.0} ms, \
+        "{} UNet, latent {l}×{l}, weights in {}, compute {}, on {adapter}: forward {:.0} ms, \
          forward + backward (recomputation) {:.0} ms; profiled forward {:.0} ms",
         report.model,
         weights_dtype(report.f16_weights),
+        report.precision,
         report.forward_millis,
         report.forward_backward_millis,
         total,
