@@ -24,8 +24,17 @@ fn close<const D: usize>(what: &str, a: Tensor<D>, b: Tensor<D>, tol: f32) {
     assert!(err <= tol, "{what}: {err:e} > {tol:e}");
 }
 
-fn unet(device: &Device, lora: bool) -> UNet2DConditionModel {
+/// The tiny UNet; `banded`: an attention chunk budget of 1 byte, so the recomputing backward
+/// pulls every transformer through bands of one row (`exec::recompute::attention_bands`) and
+/// each band's attention runs one query row at a time.
+fn unet(device: &Device, lora: bool, banded: bool) -> UNet2DConditionModel {
     let mut unet = load_unet(device, false).no_grad();
+    if banded {
+        for (_, block) in unet.transformer_blocks_mut() {
+            block.attn1.max_bytes = 1;
+            block.attn2.max_bytes = 1;
+        }
+    }
     if lora {
         let path = fixture_dir().join("lora/init_diffusers.safetensors");
         let set: LoraSet = parse_lora("init", &std::fs::read(path).unwrap()).unwrap();
@@ -46,9 +55,9 @@ fn drag_loss(sample: &Tensor<4>, eps: &Tensor<4>, features: &Tensor<4>) -> Tenso
     f + e + z
 }
 
-fn latent_gradient_matches(device: &Device, h: usize, w: usize, plan: BackwardPlan) {
+fn latent_gradient_matches(device: &Device, h: usize, w: usize, plan: BackwardPlan, banded: bool) {
     let ad = device::training(device);
-    let mut unet = unet(&ad, false);
+    let mut unet = unet(&ad, false, banded);
     unet.backward_plan = plan;
     let ehs = expected("clip")["last_hidden_state_empty"].tensor::<3>(&ad);
     let z = Tensor::<4>::random([1, 4, h, w], Distribution::Normal(0.0, 1.0), &ad);
@@ -76,7 +85,11 @@ fn latent_gradient_matches(device: &Device, h: usize, w: usize, plan: BackwardPl
             &mut |_| {},
         )
         .unwrap();
-    let tag = format!("{h}×{w}, {}", plan.name());
+    let tag = format!(
+        "{h}×{w}, {}{}",
+        plan.name(),
+        if banded { ", banded" } else { "" }
+    );
     close(&format!("loss {tag}"), fb.loss, loss.detach(), 1e-5);
     close(
         &format!("noise_pred {tag}"),
@@ -93,9 +106,9 @@ fn latent_gradient_matches(device: &Device, h: usize, w: usize, plan: BackwardPl
     close(&format!("∂loss/∂z {tag}"), fb.sample_grad, plain_grad, 1e-5);
 }
 
-fn lora_gradients_match(device: &Device, plan: BackwardPlan) {
+fn lora_gradients_match(device: &Device, plan: BackwardPlan, banded: bool) {
     let ad = device::training(device);
-    let mut unet = unet(&ad, true);
+    let mut unet = unet(&ad, true, banded);
     unet.backward_plan = plan;
     let ehs = expected("clip")["last_hidden_state_empty"].tensor::<3>(&ad);
     let z = Tensor::<4>::random([1, 4, 8, 8], Distribution::Normal(0.0, 1.0), &ad);
@@ -145,18 +158,23 @@ fn lora_gradients_match(device: &Device, plan: BackwardPlan) {
 fn recomputed_backward_equals_autodiff_on_cpu() {
     let (device, _) = device::cpu();
     for plan in BackwardPlan::ALL {
-        latent_gradient_matches(&device, 8, 8, plan);
-        latent_gradient_matches(&device, 6, 10, plan);
-        lora_gradients_match(&device, plan);
+        latent_gradient_matches(&device, 8, 8, plan, false);
+        latent_gradient_matches(&device, 6, 10, plan, false);
+        lora_gradients_match(&device, plan, false);
     }
+    // Transformers pulled through band by band (what a 512×512 backward does at the first
+    // level): the same gradients.
+    latent_gradient_matches(&device, 6, 10, BackwardPlan::Recompute, true);
+    lora_gradients_match(&device, BackwardPlan::Recompute, true);
 }
 
 #[test]
 fn recomputed_backward_equals_autodiff_on_wgpu() {
     let (device, _) = device::wgpu().expect("wgpu device (lavapipe without a GPU)");
-    latent_gradient_matches(&device, 8, 8, BackwardPlan::Recompute);
-    latent_gradient_matches(&device, 8, 8, BackwardPlan::RecomputeTop);
-    lora_gradients_match(&device, BackwardPlan::Recompute);
+    latent_gradient_matches(&device, 8, 8, BackwardPlan::Recompute, false);
+    latent_gradient_matches(&device, 8, 8, BackwardPlan::RecomputeTop, false);
+    lora_gradients_match(&device, BackwardPlan::Recompute, false);
+    latent_gradient_matches(&device, 8, 8, BackwardPlan::Recompute, true);
 }
 
 /// Each plan recomputes what it says: the forward FLOPs of one gradient pass are 2 UNet
@@ -165,7 +183,7 @@ fn recomputed_backward_equals_autodiff_on_wgpu() {
 #[test]
 fn each_plan_recomputes_only_the_layers_it_does_not_keep() {
     let ad = device::training(&device::cpu().0);
-    let mut unet = unet(&ad, false);
+    let mut unet = unet(&ad, false, false);
     let ehs = expected("clip")["last_hidden_state_empty"].tensor::<3>(&ad);
     let z = Tensor::<4>::random([1, 4, 8, 8], Distribution::Normal(0.0, 1.0), &ad);
     let (_, forward) =
@@ -200,7 +218,7 @@ fn each_plan_recomputes_only_the_layers_it_does_not_keep() {
 #[test]
 fn a_tap_beyond_the_up_blocks_is_an_error() {
     let ad = device::training(&device::cpu().0);
-    let unet = unet(&ad, false);
+    let unet = unet(&ad, false, false);
     let ehs = expected("clip")["last_hidden_state_empty"].tensor::<3>(&ad);
     let z = Tensor::<4>::zeros([1, 4, 8, 8], &ad);
     let err = unet

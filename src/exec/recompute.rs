@@ -40,6 +40,7 @@ use burn::module::Module;
 use burn::tensor::{Gradients, Tensor};
 
 use crate::kernels::precision::{self, Precision};
+use crate::models::unet_2d_blocks::Transformer2DModel;
 use crate::models::unet_2d_condition::{LayerStep, Stage, UNet2DConditionModel, UNetLayer};
 use crate::{Error, Result};
 
@@ -322,6 +323,25 @@ impl UNet2DConditionModel {
                 continue;
             };
             let consumed_skip = steps[index].consumed_skip;
+            if steps[index].kept.is_none()
+                && let Some(transformer) = self.transformer(steps[index].layer)
+                && let Some(bands) = attention_bands(transformer, steps[index].input.dims())
+            {
+                // A transformer whose self-attention scores would not fit one chunk: pulled
+                // through band by band, one band's graph alive at a time.
+                let input = on_device_of(steps[index].input.clone(), &sample).require_grad();
+                let mut g_in = None;
+                for (y0, rows) in bands {
+                    let out = transformer
+                        .forward_rows(input.clone(), &encoder_hidden_states, y0, rows)
+                        .expect("attention_bands checked the transformer can be banded");
+                    let grads = (out * g_out.clone().narrow(2, y0, rows)).sum().backward();
+                    on_grads(&grads);
+                    g_in = add(g_in, input.grad(&grads));
+                }
+                g_x = g_in;
+                continue;
+            }
             let (out, input, skip_value) = match steps[index].kept.take() {
                 // The plan kept this layer's graph: no recomputation.
                 Some(k) => (k.output, k.input, k.skip),
@@ -364,6 +384,36 @@ impl UNet2DConditionModel {
             grad_scale: grad_scale.inner(),
         })
     }
+}
+
+/// The row bands `(y0, rows)` a recomputed transformer's backward is split into, so that one
+/// band's self-attention scores (f32, for the softmax) fit the attention chunk budget: `None`
+/// when all of them do (or the transformer cannot be banded, see
+/// [`Transformer2DModel::forward_rows`]). At 512×512 the first level's 4,096-token
+/// self-attention has 512 MiB of scores: 4 bands of 16 rows. Each band recomputes the layer's
+/// keys and values (and GroupNorm, `proj_in`) for all tokens: +3 small matmuls per band.
+fn attention_bands(
+    t: &Transformer2DModel,
+    [b, _, h, w]: [usize; 4],
+) -> Option<Vec<(usize, usize)>> {
+    let [block] = &t.transformer_blocks[..] else {
+        return None;
+    };
+    let attn = &block.attn1;
+    if attn.mutual_self_attention {
+        return None;
+    }
+    let row_bytes = b * attn.heads * w * (h * w) * std::mem::size_of::<f32>();
+    let rows = (attn.max_bytes / row_bytes.max(1)).max(1);
+    if rows >= h {
+        return None;
+    }
+    Some(
+        (0..h)
+            .step_by(rows)
+            .map(|y0| (y0, rows.min(h - y0)))
+            .collect(),
+    )
 }
 
 /// `[1]` = 1 on `like`'s device (plain).

@@ -121,6 +121,50 @@ impl Transformer2DModel {
         };
         out + residual
     }
+
+    /// Output rows `y0..y0 + rows` of [`forward`](Self::forward), `[b, c, rows, w]`, computed
+    /// from the whole input: every part of the layer works token by token except the
+    /// self-attention's keys and values (and GroupNorm's statistics), which come from all
+    /// tokens. The recomputing backward (`exec::recompute`) pulls gradients through a large
+    /// transformer band by band, so only one band's attention scores are alive at a time.
+    /// `None` where a band cannot be computed alone: more than one transformer block (the
+    /// second attends to all of the first's output) or MasaCtrl's mutual attention.
+    pub fn forward_rows(
+        &self,
+        x: Tensor<4>,
+        context: &Tensor<3>,
+        y0: usize,
+        rows: usize,
+    ) -> Option<Tensor<4>> {
+        let [block] = &self.transformer_blocks[..] else {
+            return None;
+        };
+        if block.attn1.mutual_self_attention {
+            return None;
+        }
+        let [b, _, h, w] = x.dims();
+        let residual = x.clone().narrow(2, y0, rows);
+        let x = layers::group_norm(&self.norm, x);
+        let tokens = |t: Tensor<4>| {
+            let [_, ci, th, _] = t.dims();
+            t.reshape([b, ci, th * w]).swap_dims(1, 2)
+        };
+        let t = match &self.proj_in {
+            Projection::Conv(conv) => tokens(layers::conv2d(conv, x)),
+            Projection::Linear(linear) => layers::linear(linear, tokens(x)),
+        };
+        debug_assert_eq!(t.dims()[1], h * w);
+        let t = block.forward_rows(t, context.clone(), y0 * w, rows * w);
+        let spatial = |t: Tensor<3>| {
+            let [_, _, ci] = t.dims();
+            t.swap_dims(1, 2).reshape([b, ci, rows, w])
+        };
+        let out = match &self.proj_out {
+            Projection::Conv(conv) => layers::conv2d(conv, spatial(t)),
+            Projection::Linear(linear) => spatial(layers::linear(linear, t)),
+        };
+        Some(out + residual)
+    }
 }
 
 /// Options shared by the UNet's down/mid/up blocks.

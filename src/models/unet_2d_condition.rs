@@ -770,6 +770,16 @@ impl UNet2DConditionModel {
         }
     }
 
+    /// The transformer a layer of the sequence is, if it is one.
+    pub fn transformer(&self, layer: UNetLayer) -> Option<&Transformer2DModel> {
+        match layer {
+            UNetLayer::DownAttention(i, j) => self.down_blocks[i].attentions.get(j),
+            UNetLayer::MidAttention(j) => self.mid_block.attentions.get(j),
+            UNetLayer::UpAttention(i, j) => self.up_blocks[i].attentions.get(j),
+            _ => None,
+        }
+    }
+
     /// Whether the up-samplers need explicit output sizes: when `h` or `w` is not a multiple
     /// of 2^(up-samplers).
     pub(crate) fn needs_explicit_upsample_sizes(&self, h: usize, w: usize) -> bool {
