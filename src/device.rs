@@ -31,10 +31,31 @@ pub struct AdapterReport {
 }
 
 impl AdapterReport {
-    /// Reads the report from an initialised wgpu setup.
+    /// Whether the adapter renders in software on the CPU (lavapipe/llvmpipe, SwiftShader,
+    /// Microsoft's WARP, the CPU device): by its type where the driver reports one, by its name
+    /// where the browser reports none.
+    pub fn is_software(&self) -> bool {
+        let name = self.name.to_ascii_lowercase();
+        self.device_type == "Cpu"
+            || [
+                "swiftshader",
+                "llvmpipe",
+                "lavapipe",
+                "softpipe",
+                "basic render",
+                "warp",
+            ]
+            .iter()
+            .any(|s| name.contains(s))
+    }
+
+    /// Reads the report from an initialised wgpu setup. The limits are the device's: cubecl
+    /// requests every limit the adapter supports (not WebGPU's defaults), so a GPU that allows
+    /// 2 GiB buffers gets them; the editor's own chunk budgets stay ≤ 128 MiB by choice
+    /// (`models::attention::attention_budget`).
     pub fn from_setup(setup: &WgpuSetup) -> Self {
         let info = setup.adapter.get_info();
-        let limits = setup.adapter.limits();
+        let limits = setup.device.limits();
         let features = setup.adapter.features();
         Self {
             name: info.name,

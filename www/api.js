@@ -90,11 +90,14 @@ export class GoodDrag {
    * points: [[x, y], …] handle/target pairs in image pixels; mask: Uint8Array (width·height,
    * > 0 = may change) or null; preset / config: DragConfig preset name and field overrides;
    * size: the working size, a long side in pixels (default 512) or 'native' (the image's own
-   * size, up to 1024×1024 pixels). onProgress receives the engine's progress events
+   * size, up to 1024×1024 pixels); precision: 'auto' (default: f16 on a GPU with shader-f16),
+   * 'f32' or 'f16'; memoryBudget: 'auto' (default: WebGPU tells no memory size, so the
+   * least-memory plan) or a size such as '8GiB' the edit may use on this GPU (a larger budget
+   * trades memory for speed; results are the same). onProgress receives the engine's progress events
    * ({ phase, … }). The edit always runs on this instance's model: the request names it, and
    * the engine loads it first if another instance's model was loaded in between.
    */
-  async edit({ image, points, mask = null, preset, config, lora = 'train', size, onProgress } = {}) {
+  async edit({ image, points, mask = null, preset, config, lora = 'train', size, precision, memoryBudget, onProgress } = {}) {
     await this.loadModel();
     const { width, height, rgb } = await toRgb(image);
     if (mask && mask.length !== width * height) throw new Error(`The mask has ${mask.length} values; the image needs ${width * height}.`);
@@ -103,7 +106,7 @@ export class GoodDrag {
     const listener = (ev) => { if (ev.event === 'progress' && ev.tag === tag) onProgress?.(ev.progress); };
     e.listeners.add(listener);
     try {
-      const request = { width, height, rgb, mask, points, preset, config, lora, tag, size: workingSize(size) };
+      const request = { width, height, rgb, mask, points, preset, config, lora, tag, size: workingSize(size), precision, memoryBudget };
       const r = await e.client.call('edit', { request, source: this.source });
       e.model = this.source.id;
       return r;

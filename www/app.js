@@ -450,6 +450,8 @@ $('run-edit').addEventListener('click', async () => {
     points: state.pairPoints(),
     config,
     size: workingSize($('working-size').value),
+    precision: $('precision').value,
+    memoryBudget: $('memory-budget').value,
   };
   const started = performance.now();
   lastProgressAt = started;
@@ -470,7 +472,7 @@ $('run-edit').addEventListener('click', async () => {
     result = { ...r, previews: previews.slice() };
     for (const hit of r.cacheHits) setPhase(hit === 'lora' ? 'lora' : 'invert', 1, 'reused from the last edit of this photo');
     showResult(r, (performance.now() - started) / 1000);
-    $('run-status').textContent = `Done in ${formatDuration((performance.now() - started) / 1000)}${r.cacheHits.length ? ` (reused: ${r.cacheHits.join(', ')})` : ''}.`;
+    $('run-status').textContent = `Done in ${formatDuration((performance.now() - started) / 1000)} (${r.precision}, ${r.backwardPlan} backward)${r.cacheHits.length ? `; reused: ${r.cacheHits.join(', ')}` : ''}.`;
     setState('done');
   } catch (e) {
     if (forcedStop) {

@@ -4,7 +4,9 @@
 //
 // Attributes: model-src (diffusers URL prefix; default SD 1.5 fp16 + ft-mse VAE), preset, src
 // (image URL), working-size (a long side in pixels, default 512, or "native"; the result is
-// the image at its own size with the edit composited in either way). Methods: setImage(image), setPoints([[x, y], …]), setMask(Uint8Array | null),
+// the image at its own size with the edit composited in either way), precision ("auto": f16
+// on a GPU with shader-f16; "f32"; "f16"), memory-budget ("auto": the least-memory plan, as
+// WebGPU tells no memory size; or a size such as "8GiB" this GPU may use: faster, same result). Methods: setImage(image), setPoints([[x, y], …]), setMask(Uint8Array | null),
 // run() → Promise<result>, cancel(), result (last result or null), config (field overrides).
 // Events (bubbling, composed): progress {detail: event}, result {detail: result}, error
 // {detail: {message}}, ready {detail: adapter report}.
@@ -120,6 +122,8 @@ export class GoodDragElement extends HTMLElement {
         preset: this.getAttribute('preset') ?? undefined,
         config: this.config ?? undefined,
         size: workingSize(this.getAttribute('working-size')),
+        precision: this.getAttribute('precision') ?? undefined,
+        memoryBudget: this.getAttribute('memory-budget') ?? undefined,
         onProgress: (p) => {
           if (p.step && p.of) this.$('.progress').value = p.step / p.of;
           if (p.handles) { this.view.liveHandles = p.handles; this.view.draw(); }

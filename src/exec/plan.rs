@@ -5,13 +5,14 @@
 //!
 //! The estimates come from measurement, not a model: the reserved device memory of the default
 //! edit's gradient phases (LoRA step, motion supervision) in `gooddrag bench-synthetic --latent 64
-//! --dry-run --backward-plan P [--f32-weights]` on SD 1.5 (README "Backward plans"; all
-//! networks' weights included), plus 0.4 GiB of margin. Weights stay; the rest scales with the
-//! latent's pixel count.
+//! --dry-run --backward-plan P --precision C [--f32-weights]` on SD 1.5 (README "Backward
+//! plans"; all networks' weights included), plus 0.4 GiB of margin. Weights stay; the rest
+//! scales with the latent's pixel count.
 
 use std::fmt;
 use std::str::FromStr;
 
+use crate::kernels::precision::Precision;
 use crate::models::unet_2d_condition::BackwardPlan;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -19,11 +20,14 @@ const GIB: f64 = (1u64 << 30) as f64;
 /// Latent pixels of a 512×512 edit, where the needs below were measured.
 const MEASURED_LATENT_PIXELS: f64 = 64.0 * 64.0;
 
-/// GiB needed at 512×512 per plan (recompute, recompute-top, autodiff) with f16 weights
-/// (adapter with shader-f16; measured 3.98 / 8.54 / 12.29 GiB) and with f32 weights (measured
-/// 5.74 GiB for recompute; the other two from `bench-unet` plus the VAE and CLIP), and the part
-/// that does not scale with the image (the UNet's, VAE's and CLIP's weights).
-const NEED_F16: ([f64; 3], f64) = ([4.4, 8.9, 12.7], 2.0);
+/// GiB needed at 512×512 per plan (recompute, recompute-top, autodiff), and the part that does
+/// not scale with the image (the UNet's, VAE's and CLIP's weights): with f16 weights and f16
+/// compute (measured 2.93 / 5.16 / 10.35 GiB), f16 weights and f32 compute (2.93 / 7.53 /
+/// 12.53 GiB), and f32 weights (an adapter without shader-f16; measured 5.74 GiB for recompute
+/// before transformers were recomputed in bands, the other two from `bench-unet` plus the VAE
+/// and CLIP: upper bounds).
+const NEED_F16_COMPUTE: ([f64; 3], f64) = ([3.4, 5.6, 10.8], 2.0);
+const NEED_F16_WEIGHTS: ([f64; 3], f64) = ([3.4, 8.0, 13.0], 2.0);
 const NEED_F32: ([f64; 3], f64) = ([6.2, 9.6, 13.2], 4.0);
 
 /// A memory budget for the edit's device: `auto` (unknown: the least-memory plan) or a size.
@@ -75,9 +79,18 @@ impl fmt::Display for MemoryBudget {
 }
 
 /// The estimated peak device memory of an edit whose largest gradient pass runs on a latent of
-/// `latent_pixels` (h·w) with `plan`.
-pub fn estimated_need(plan: BackwardPlan, latent_pixels: usize, f16_weights: bool) -> u64 {
-    let (needs, fixed) = if f16_weights { NEED_F16 } else { NEED_F32 };
+/// `latent_pixels` (h·w) with `plan`, weights held in f16 or not, computing in `precision`.
+pub fn estimated_need(
+    plan: BackwardPlan,
+    latent_pixels: usize,
+    f16_weights: bool,
+    precision: Precision,
+) -> u64 {
+    let (needs, fixed) = match (f16_weights, precision) {
+        (true, Precision::F16) => NEED_F16_COMPUTE,
+        (true, Precision::F32) => NEED_F16_WEIGHTS,
+        (false, _) => NEED_F32,
+    };
     let index = BackwardPlan::ALL
         .iter()
         .position(|p| *p == plan)
@@ -92,6 +105,7 @@ pub fn plan_for_budget(
     budget: MemoryBudget,
     latent_pixels: usize,
     f16_weights: bool,
+    precision: Precision,
 ) -> BackwardPlan {
     let MemoryBudget::Bytes(bytes) = budget else {
         return BackwardPlan::Recompute;
@@ -99,7 +113,7 @@ pub fn plan_for_budget(
     BackwardPlan::ALL
         .into_iter()
         .rev()
-        .find(|&p| estimated_need(p, latent_pixels, f16_weights) <= bytes)
+        .find(|&p| estimated_need(p, latent_pixels, f16_weights, precision) <= bytes)
         .unwrap_or(BackwardPlan::Recompute)
 }
 
@@ -126,6 +140,8 @@ mod tests {
     fn the_plan_is_the_least_work_that_fits() {
         let at_512 = 64 * 64;
         let gib = |g: f64| MemoryBudget::Bytes((g * GIB) as u64);
+        let plan_for_budget = |b, px, f16| super::plan_for_budget(b, px, f16, Precision::F32);
+        let estimated_need = |p, px, f16| super::estimated_need(p, px, f16, Precision::F32);
         assert_eq!(
             plan_for_budget(MemoryBudget::Auto, at_512, true),
             BackwardPlan::Recompute
@@ -135,20 +151,25 @@ mod tests {
             BackwardPlan::Recompute
         );
         assert_eq!(
-            plan_for_budget(gib(8.0), at_512, true),
+            plan_for_budget(gib(7.5), at_512, true),
             BackwardPlan::Recompute
         );
         assert_eq!(
             plan_for_budget(gib(10.0), at_512, true),
             BackwardPlan::RecomputeTop
         );
+        // f16 compute: an 8 GiB adapter keeps the graphs below full resolution, 6 GiB does not.
+        let f16 = |g, px| super::plan_for_budget(gib(g), px, true, Precision::F16);
+        assert_eq!(f16(8.0, at_512), BackwardPlan::RecomputeTop);
+        assert_eq!(f16(5.0, at_512), BackwardPlan::Recompute);
+        assert_eq!(f16(12.0, at_512), BackwardPlan::Autodiff);
         assert_eq!(
             plan_for_budget(gib(16.0), at_512, true),
             BackwardPlan::Autodiff
         );
-        // A 384×384 edit needs less: 8 GiB then holds the top-level recomputation.
+        // A 384×384 edit needs less: 7.5 GiB then holds the top-level recomputation.
         assert_eq!(
-            plan_for_budget(gib(8.0), 48 * 48, true),
+            plan_for_budget(gib(7.5), 48 * 48, true),
             BackwardPlan::RecomputeTop
         );
         // Needs grow with the image and with f32 weights, and never shrink with less work.

@@ -309,6 +309,10 @@ impl UNet2DConditionModel {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };
+        let add3 = |a: Option<Tensor<3>>, b: Option<Tensor<3>>| match (a, b) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
         let mut steps = steps;
         for index in (0..steps.len()).rev() {
             let mut g_out = g_x.take();
@@ -327,15 +331,37 @@ impl UNet2DConditionModel {
                 && let Some(transformer) = self.transformer(steps[index].layer)
                 && let Some(bands) = attention_bands(transformer, steps[index].input.dims())
             {
-                // A transformer whose self-attention scores would not fit one chunk: pulled
-                // through band by band, one band's graph alive at a time.
+                // A transformer whose self-attention scores are large: pulled through band
+                // by band, one band's graph alive at a time. The keys and values over all
+                // tokens are computed once; the bands take them as leaves, and their summed
+                // gradients go back through the keys' and values' graph at the end.
                 let input = on_device_of(steps[index].input.clone(), &sample).require_grad();
-                let mut g_in = None;
-                for (y0, rows) in bands {
+                let (k, v) = transformer
+                    .self_attention_kv(input.clone())
+                    .expect("attention_bands checked the transformer can be banded");
+                let (k_leaf, v_leaf) = (
+                    k.clone().detach().require_grad(),
+                    v.clone().detach().require_grad(),
+                );
+                let (mut g_in, mut g_k, mut g_v) = (None, None, None);
+                for band in bands {
                     let out = transformer
-                        .forward_rows(input.clone(), &encoder_hidden_states, y0, rows)
+                        .forward_rows(
+                            input.clone(),
+                            &encoder_hidden_states,
+                            band,
+                            (k_leaf.clone(), v_leaf.clone()),
+                        )
                         .expect("attention_bands checked the transformer can be banded");
-                    let grads = (out * g_out.clone().narrow(2, y0, rows)).sum().backward();
+                    let g_band = g_out.clone().narrow(2, band.0, band.1);
+                    let grads = (out * g_band).sum().backward();
+                    on_grads(&grads);
+                    g_in = add(g_in, input.grad(&grads));
+                    g_k = add3(g_k, k_leaf.grad(&grads));
+                    g_v = add3(g_v, v_leaf.grad(&grads));
+                }
+                if let (Some(g_k), Some(g_v)) = (g_k, g_v) {
+                    let grads = (k * g_k + v * g_v).sum().backward();
                     on_grads(&grads);
                     g_in = add(g_in, input.grad(&grads));
                 }
@@ -387,11 +413,11 @@ impl UNet2DConditionModel {
 }
 
 /// The row bands `(y0, rows)` a recomputed transformer's backward is split into, so that one
-/// band's self-attention scores (f32, for the softmax) fit the attention chunk budget: `None`
-/// when all of them do (or the transformer cannot be banded, see
+/// band's self-attention scores (f32, for the softmax) fit [`BAND_SCORE_SHARE`] of the attention
+/// chunk budget: `None` when all of them do (or the transformer cannot be banded, see
 /// [`Transformer2DModel::forward_rows`]). At 512×512 the first level's 4,096-token
-/// self-attention has 512 MiB of scores: 4 bands of 16 rows. Each band recomputes the layer's
-/// keys and values (and GroupNorm, `proj_in`) for all tokens: +3 small matmuls per band.
+/// self-attention has 512 MiB of scores: 16 bands of 4 rows. The keys and values are computed
+/// once for all bands; each band recomputes only GroupNorm's statistics (a few kernels).
 fn attention_bands(
     t: &Transformer2DModel,
     [b, _, h, w]: [usize; 4],
@@ -404,7 +430,7 @@ fn attention_bands(
         return None;
     }
     let row_bytes = b * attn.heads * w * (h * w) * std::mem::size_of::<f32>();
-    let rows = (attn.max_bytes / row_bytes.max(1)).max(1);
+    let rows = (attn.max_bytes / BAND_SCORE_SHARE / row_bytes.max(1)).max(1);
     if rows >= h {
         return None;
     }
@@ -415,6 +441,11 @@ fn attention_bands(
             .collect(),
     )
 }
+
+/// A band's attention scores get this fraction of the attention chunk budget: a band's graph
+/// holds its scores several times over (f16 scores, the f32 softmax and its output, f16
+/// probabilities), so a quarter keeps it near one chunk.
+const BAND_SCORE_SHARE: usize = 4;
 
 /// `[1]` = 1 on `like`'s device (plain).
 fn unit_scale(like: &Tensor<4>) -> Tensor<1> {

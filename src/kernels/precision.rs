@@ -111,7 +111,7 @@ impl PrecisionChoice {
     /// compare against the reference code.
     pub fn resolve(self, adapter: &AdapterReport) -> crate::Result<Precision> {
         match self {
-            Self::Auto => Ok(if adapter.shader_f16 && adapter.device_type != "Cpu" {
+            Self::Auto => Ok(if adapter.shader_f16 && !adapter.is_software() {
                 Precision::F16
             } else {
                 Precision::F32
@@ -160,6 +160,12 @@ mod tests {
         assert_eq!(f16("IntegratedGpu", true), Precision::F16);
         assert_eq!(f16("DiscreteGpu", false), Precision::F32);
         assert_eq!(f16("Cpu", true), Precision::F32);
+        // A browser reports no type: SwiftShader is known by its name.
+        let swiftshader = AdapterReport {
+            name: "SwiftShader Device (Subzero)".into(),
+            ..adapter("Other", true)
+        };
+        assert_eq!(auto.resolve(&swiftshader).unwrap(), Precision::F32);
         let forced: PrecisionChoice = "f16".parse().unwrap();
         assert_eq!(
             forced.resolve(&adapter("Cpu", true)).unwrap(),

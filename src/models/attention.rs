@@ -296,20 +296,24 @@ impl Attention {
         h
     }
 
-    /// Rows `r0..r0 + r` of the self-attention [`forward`](Self::forward) of `x` (`[b, n, c]`):
-    /// queries from those tokens, keys and values from all. Not for MasaCtrl's mutual
-    /// attention, whose keys come from another sample.
-    pub fn forward_rows(&self, x: Tensor<3>, r0: usize, r: usize) -> Tensor<3> {
-        debug_assert!(!self.mutual_self_attention && self.group_norm.is_none());
-        let residual = self.residual_connection.then(|| x.clone().narrow(1, r0, r));
+    /// The keys and values of a self-attention over `x` (`[b, n, c]` → `[b, n, heads·d]` each),
+    /// LoRA deltas included.
+    pub fn keys_values(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
         let lora = self.lora.as_ref();
-        let q = project(
-            &self.to_q,
-            lora.and_then(|l| l.to_q.as_ref()),
-            x.clone().narrow(1, r0, r),
-        );
         let k = project(&self.to_k, lora.and_then(|l| l.to_k.as_ref()), x.clone());
         let v = project(&self.to_v, lora.and_then(|l| l.to_v.as_ref()), x);
+        (k, v)
+    }
+
+    /// [`forward`](Self::forward) of the query tokens `x` (`[b, r, c]`) against given keys and
+    /// values ([`keys_values`](Self::keys_values) of all tokens): a band of a self-attention's
+    /// output rows. Not for MasaCtrl's mutual attention or a VAE attention (GroupNorm over all
+    /// tokens).
+    pub fn forward_with_kv(&self, x: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
+        debug_assert!(!self.mutual_self_attention && self.group_norm.is_none());
+        let residual = self.residual_connection.then(|| x.clone());
+        let lora = self.lora.as_ref();
+        let q = project(&self.to_q, lora.and_then(|l| l.to_q.as_ref()), x);
         let h = scaled_dot_product_attention(q, k, v, self.heads, false, self.max_bytes);
         let mut h = project(&self.to_out[0], lora.and_then(|l| l.to_out.as_ref()), h);
         if let Some(residual) = residual {
@@ -518,11 +522,17 @@ impl BasicTransformerBlockConfig {
 }
 
 impl BasicTransformerBlock {
-    /// Rows `r0..r0 + r` of [`forward`](Self::forward) (`[b, r, dim]`) from all of `x`: only
-    /// the self-attention's keys and values need the other tokens.
-    pub fn forward_rows(&self, x: Tensor<3>, context: Tensor<3>, r0: usize, r: usize) -> Tensor<3> {
+    /// [`forward`](Self::forward) of the tokens `x` (`[b, r, dim]`, a band of rows) given the
+    /// self-attention's keys and values over all tokens: every other part is token-wise.
+    pub fn forward_rows(
+        &self,
+        x: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        context: Tensor<3>,
+    ) -> Tensor<3> {
         let normed = layers::layer_norm(&self.norm1, x.clone());
-        let x = self.attn1.forward_rows(normed, r0, r) + x.narrow(1, r0, r);
+        let x = self.attn1.forward_with_kv(normed, k, v) + x;
         let x = self
             .attn2
             .forward(layers::layer_norm(&self.norm2, x.clone()), Some(context))

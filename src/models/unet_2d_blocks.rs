@@ -122,39 +122,57 @@ impl Transformer2DModel {
         out + residual
     }
 
-    /// Output rows `y0..y0 + rows` of [`forward`](Self::forward), `[b, c, rows, w]`, computed
-    /// from the whole input: every part of the layer works token by token except the
-    /// self-attention's keys and values (and GroupNorm's statistics), which come from all
-    /// tokens. The recomputing backward (`exec::recompute`) pulls gradients through a large
-    /// transformer band by band, so only one band's attention scores are alive at a time.
-    /// `None` where a band cannot be computed alone: more than one transformer block (the
-    /// second attends to all of the first's output) or MasaCtrl's mutual attention.
-    pub fn forward_rows(
-        &self,
-        x: Tensor<4>,
-        context: &Tensor<3>,
-        y0: usize,
-        rows: usize,
-    ) -> Option<Tensor<4>> {
-        let [block] = &self.transformer_blocks[..] else {
-            return None;
-        };
-        if block.attn1.mutual_self_attention {
-            return None;
+    /// The single transformer block, when this transformer can be computed band by band:
+    /// `None` with more than one block (the second attends to all of the first's output) or
+    /// with MasaCtrl's mutual attention (keys from another sample).
+    fn bandable_block(&self) -> Option<&BasicTransformerBlock> {
+        match &self.transformer_blocks[..] {
+            [block] if !block.attn1.mutual_self_attention => Some(block),
+            _ => None,
         }
-        let [b, _, h, w] = x.dims();
-        let residual = x.clone().narrow(2, y0, rows);
-        let x = layers::group_norm(&self.norm, x);
+    }
+
+    /// The tokens `[b, rows·w, c]` of image rows `y0..y0 + rows` after GroupNorm (statistics
+    /// over the whole input, as in [`forward`](Self::forward)) and `proj_in` (token-wise).
+    fn band_tokens(&self, x: Tensor<4>, y0: usize, rows: usize) -> Tensor<3> {
+        let [b, _, _, w] = x.dims();
+        let x = layers::group_norm(&self.norm, x).narrow(2, y0, rows);
         let tokens = |t: Tensor<4>| {
             let [_, ci, th, _] = t.dims();
             t.reshape([b, ci, th * w]).swap_dims(1, 2)
         };
-        let t = match &self.proj_in {
+        match &self.proj_in {
             Projection::Conv(conv) => tokens(layers::conv2d(conv, x)),
             Projection::Linear(linear) => layers::linear(linear, tokens(x)),
-        };
-        debug_assert_eq!(t.dims()[1], h * w);
-        let t = block.forward_rows(t, context.clone(), y0 * w, rows * w);
+        }
+    }
+
+    /// The self-attention's keys and values over all tokens of `x` (`[b, h·w, heads·d]` each),
+    /// for [`forward_rows`](Self::forward_rows); `None` where the transformer cannot be banded.
+    pub fn self_attention_kv(&self, x: Tensor<4>) -> Option<(Tensor<3>, Tensor<3>)> {
+        let block = self.bandable_block()?;
+        let [_, _, h, _] = x.dims();
+        let t = self.band_tokens(x, 0, h);
+        Some(block.attn1.keys_values(layers::layer_norm(&block.norm1, t)))
+    }
+
+    /// Output rows `y0..y0 + rows` of [`forward`](Self::forward), `[b, c, rows, w]`, given the
+    /// self-attention's keys and values over all tokens ([`self_attention_kv`](Self::self_attention_kv)):
+    /// everything else in the layer works token by token (GroupNorm's statistics come from the
+    /// whole input). The recomputing backward (`exec::recompute`) pulls gradients through a
+    /// large transformer band by band, so only one band's attention scores are alive at a time.
+    /// `None` where the transformer cannot be banded.
+    pub fn forward_rows(
+        &self,
+        x: Tensor<4>,
+        context: &Tensor<3>,
+        (y0, rows): (usize, usize),
+        (k, v): (Tensor<3>, Tensor<3>),
+    ) -> Option<Tensor<4>> {
+        let block = self.bandable_block()?;
+        let [b, _, _, w] = x.dims();
+        let residual = x.clone().narrow(2, y0, rows);
+        let t = block.forward_rows(self.band_tokens(x, y0, rows), k, v, context.clone());
         let spatial = |t: Tensor<3>| {
             let [_, _, ci] = t.dims();
             t.swap_dims(1, 2).reshape([b, ci, rows, w])
