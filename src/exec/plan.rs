@@ -22,13 +22,13 @@ const MEASURED_LATENT_PIXELS: f64 = 64.0 * 64.0;
 
 /// GiB needed at 512×512 per plan (recompute, recompute-top, autodiff), and the part that does
 /// not scale with the image (the UNet's, VAE's and CLIP's weights): with f16 weights and f16
-/// compute (measured 2.93 / 5.16 / 10.35 GiB), f16 weights and f32 compute (2.93 / 7.53 /
-/// 12.53 GiB), and f32 weights (an adapter without shader-f16; measured 5.74 GiB for recompute
-/// before transformers were recomputed in bands, the other two from `bench-unet` plus the VAE
+/// compute (measured 2.46 / 4.79 / 10.29 GiB), f16 weights and f32 compute (2.66 / 7.16 /
+/// 12.29 GiB), and f32 weights on an adapter without shader-f16 (4.24 GiB for recompute; the
+/// other two measured before transformers were recomputed in bands, `bench-unet` plus the VAE
 /// and CLIP: upper bounds).
-const NEED_F16_COMPUTE: ([f64; 3], f64) = ([3.4, 5.6, 10.8], 2.0);
-const NEED_F16_WEIGHTS: ([f64; 3], f64) = ([3.4, 8.0, 13.0], 2.0);
-const NEED_F32: ([f64; 3], f64) = ([6.2, 9.6, 13.2], 4.0);
+const NEED_F16_COMPUTE: ([f64; 3], f64) = ([2.9, 5.2, 10.7], 2.0);
+const NEED_F16_WEIGHTS: ([f64; 3], f64) = ([3.1, 7.6, 12.7], 2.0);
+const NEED_F32: ([f64; 3], f64) = ([4.7, 9.6, 13.2], 4.0);
 
 /// A memory budget for the edit's device: `auto` (unknown: the least-memory plan) or a size.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

@@ -118,8 +118,12 @@ impl PrecisionChoice {
             }),
             Self::Fixed(Precision::F16) if !adapter.shader_f16 => {
                 Err(crate::Error::InvalidInput(format!(
-                    "f16 compute needs an adapter with shader-f16; {} has none (use f32)",
-                    adapter.name
+                    "f16 compute needs an adapter with shader-f16; {} has none (use f32 or auto)",
+                    if adapter.name.is_empty() {
+                        "this one"
+                    } else {
+                        &adapter.name
+                    }
                 )))
             }
             Self::Fixed(p) => Ok(p),

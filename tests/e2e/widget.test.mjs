@@ -212,6 +212,29 @@ test('two widgets share one engine, keep their styles to themselves, fire docume
   assert.ok(refused, 'an invalid config is refused');
   assert.deepEqual([refused.kind, refused.code], ['engine', 'invalid-input'], JSON.stringify(refused));
   assert.match(refused.message, /n_inference_steps/);
+  // f16 compute asked of an adapter without shader-f16 (SwiftShader here) is refused the same
+  // way, before any work; an unknown precision or memory budget too.
+  const asked = await page.evaluate(async ({ model, FAST }) => {
+    const { GoodDrag } = await import('/api.js');
+    const gd = new GoodDrag({ modelSrc: model });
+    const shaderF16 = (await gd.ready())?.shaderF16;
+    const out = { shaderF16 };
+    for (const [key, extra] of [['f16', { precision: 'f16' }], ['f8', { precision: 'f8' }], ['budget', { memoryBudget: 'lots' }]]) {
+      try {
+        await gd.edit({ image: new ImageData(64, 48), points: [[20, 24], [40, 24]], config: FAST, ...extra });
+        out[key] = null;
+      } catch (e) {
+        out[key] = { message: e.message, code: e.code };
+      }
+    }
+    return out;
+  }, { model, FAST });
+  if (asked.shaderF16 === false) {
+    assert.equal(asked.f16?.code, 'invalid-input', JSON.stringify(asked));
+    assert.match(asked.f16.message, /shader-f16/);
+  }
+  assert.match(asked.f8?.message ?? '', /precision: .*expected auto, f32 or f16/, JSON.stringify(asked));
+  assert.match(asked.budget?.message ?? '', /memoryBudget: .*8GiB/, JSON.stringify(asked));
 
   // Two widgets with two different models edit at the same time on the one shared engine. B
   // gets A's preset, image, points, mask and settings, so only the model differs: A's result

@@ -32,10 +32,10 @@ pub struct ModelArgs {
     #[arg(long, default_value = "auto")]
     device: String,
     /// The device memory an edit may use: `auto` (unknown — wgpu and WebGPU do not tell: the
-    /// least-memory backward plan, ≈ 3.4 GiB at 512×512) or a size such as `8GiB`/`16GiB`: the
-    /// plan with the least work that fits (at 512×512 with f16 weights, recompute-top from ≈ 5.6
-    /// GiB with f16 compute and ≈ 8 GiB with f32, plain autodiff from ≈ 10.8 / 13 GiB; README
-    /// "Backward plans"). Results are the same on every plan.
+    /// least-memory backward plan, ≈ 2.9 GiB at 512×512) or a size such as `8GiB`/`16GiB`: the
+    /// plan with the least work that fits (at 512×512 with f16 weights, recompute-top from ≈ 5.2
+    /// GiB with f16 compute and ≈ 7.6 GiB with f32, plain autodiff from ≈ 10.7 / 12.7 GiB;
+    /// README "Backward plans"). Results are the same on every plan.
     #[arg(long, default_value = "auto", value_name = "auto|SIZE")]
     memory_budget: gooddrag::exec::plan::MemoryBudget,
     /// The UNet's compute dtype in the LoRA, drag and denoising phases: `auto` (f16 on a
