@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one-call GPU benchmark (README "GPU benchmark"): every phase of the default edit on native
-# wgpu (Vulkan) for each configuration — f16 and f32 weights, the recomputing and the plain
-# autodiff backward plan — one profiled UNet forward, the same binary built with burn's
+# wgpu (Vulkan) for each configuration — f16 weights with f16 compute (`f16c-…`) and with f32
+# compute (`f16-…`), f32 weights (`f32-…`); each backward plan — one profiled f16 UNet forward,
+# the same binary built with burn's
 # `autotune` + `fusion` when it was prepared, and the same phases in PyTorch (diffusers' UNet
 # and VAE, random weights, fp16 autocast) on the same machine; then one table, ours ÷ PyTorch.
 #
@@ -54,13 +55,13 @@ if [ "$MODE" = smoke ]; then
   LATENT=8
   ARCH=(--architecture "$ROOT/tests/fixtures/tiny-sd")
   WARM=(--no-warm-up)
-  CONFIGS=("f16-recompute" "f16-autodiff")
+  CONFIGS=("f16c-recompute" "f16-autodiff")
 else
   BIN="${GOODDRAG_BENCH_BIN:-$KIT/gooddrag}"
   LATENT=64
   ARCH=()
   WARM=()
-  CONFIGS=("f16-recompute" "f16-recompute-top" "f16-autodiff" "f32-recompute")
+  CONFIGS=("f16c-recompute" "f16c-recompute-top" "f16c-autodiff" "f16-recompute" "f16-recompute-top" "f32-recompute")
   # The Vulkan loader and the Python packages the machine lacks (prepared with --prepare).
   if ! ldconfig -p | grep -q libvulkan && ls "$KIT"/debs/*.deb >/dev/null 2>&1; then
     for f in "$KIT"/debs/*.deb; do dpkg -x "$f" /; done
@@ -79,8 +80,9 @@ fi
 for config in "${CONFIGS[@]}"; do
   weights="${config%%-*}"
   plan="${config#*-}"
-  extra=()
+  extra=(--precision f32)
   [ "$weights" = f32 ] && extra+=(--f32-weights)
+  [ "$weights" = f16c ] && extra=(--precision f16)
   echo "::: ours $config" >&2
   "$BIN" bench-synthetic --latent "$LATENT" --device wgpu "${ARCH[@]}" "${WARM[@]}" \
     --backward-plan "$plan" "${extra[@]}" --json > "$OUTDIR/ours-$config.json"
@@ -88,10 +90,10 @@ done
 if [ -x "$KIT/gooddrag-tuned" ] && [ "$MODE" = full ]; then
   echo "::: ours with autotune + fusion" >&2
   "$KIT/gooddrag-tuned" bench-synthetic --latent "$LATENT" --device wgpu \
-    --backward-plan recompute --json > "$OUTDIR/ours-f16-recompute-tuned.json"
+    --backward-plan recompute --precision f16 --json > "$OUTDIR/ours-f16c-recompute-tuned.json"
 fi
 echo "::: profile" >&2
-"$BIN" profile-unet --latent "$LATENT" --device wgpu "${ARCH[@]}" "${WARM[@]}" --json > "$OUTDIR/profile.json"
+"$BIN" profile-unet --latent "$LATENT" --device wgpu "${ARCH[@]}" "${WARM[@]}" --precision f16 --json > "$OUTDIR/profile.json"
 
 if python3 -c 'import torch, diffusers' >/dev/null 2>&1; then
   echo "::: PyTorch" >&2

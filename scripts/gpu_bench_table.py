@@ -64,6 +64,7 @@ def main() -> None:
     for c in configs:
         r = ours[c]
         print(f"- ours {c}: backward plan {r.get('backwardPlan', '?')}, f16 weights {r['f16Weights']}, "
+              f"compute {r.get('precision', 'f32')}, "
               f"{r['totalUnetForwardEquivalents']:.0f} UNet forwards counted per edit, dry run {r['dryRun']}")
 
 

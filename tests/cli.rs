@@ -233,6 +233,9 @@ fn a_rotated_jpeg_is_edited_upright_at_the_working_size() {
             "--no-lora",
             "--size",
             "256",
+            // f16 compute end to end through the CLI (the CPU device offers f16).
+            "--precision",
+            "f16",
             "--model",
         ])
         .arg(fixture_dir())
@@ -276,6 +279,8 @@ fn a_rotated_jpeg_is_edited_upright_at_the_working_size() {
         serde_json::from_str(&std::fs::read_to_string(out.join("timings.json")).unwrap()).unwrap();
     assert_eq!(timings["working_size"], "256");
     assert_eq!(timings["working_dims"], serde_json::json!([168, 256]));
+    assert_eq!(timings["dtype"], "f16");
+    assert!(stderr.contains("precision: f16 (asked: f16)"), "{stderr}");
     assert!(timings["phases_ms"]["composite"].as_f64().unwrap() >= 0.0);
     let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(line["size"]["photo"], serde_json::json!([200, 300]));

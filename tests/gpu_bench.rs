@@ -32,13 +32,13 @@ fn the_gpu_benchmark_runs_end_to_end_in_smoke_mode() {
         serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap())
             .unwrap_or_else(|e| panic!("{name}: {e}"))
     };
-    for plan in ["recompute", "autodiff"] {
-        parity_support::check_edit_bench(
-            &read(&format!("ours-f16-{plan}.json")),
-            "wgpu",
-            true,
-            plan,
-        );
+    for (config, plan, precision) in [
+        ("f16c-recompute", "recompute", "f16"),
+        ("f16-autodiff", "autodiff", "f32"),
+    ] {
+        let report = read(&format!("ours-{config}.json"));
+        parity_support::check_edit_bench(&report, "wgpu", true, plan);
+        assert_eq!(report["report"]["precision"], precision, "{config}");
     }
     assert!(read("profile.json").is_object());
     let table = std::fs::read_to_string(out.join("table.md")).unwrap();
@@ -56,7 +56,11 @@ fn the_gpu_benchmark_runs_end_to_end_in_smoke_mode() {
             "{row}: {table}"
         );
     }
-    assert!(table.contains("ours f16-recompute (ms)") && table.contains("ours f16-autodiff (ms)"));
+    assert!(table.contains("ours f16c-recompute (ms)") && table.contains("ours f16-autodiff (ms)"));
+    assert!(
+        table.contains("compute f16,") && table.contains("compute f32,"),
+        "{table}"
+    );
     let has_torch = Command::new("python3")
         .args(["-c", "import torch, diffusers"])
         .stderr(std::process::Stdio::null())

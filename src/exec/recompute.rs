@@ -23,7 +23,7 @@
 //!
 //! With f16 compute ([`Precision::F16`]) the layer inputs, graphs and the gradients between
 //! layers are f16; the loss and its leaves stay f32. The gradient entering the UNet is scaled by
-//! a power of two that brings its largest element to [1, 2) (computed on the device, no
+//! (about) a power of two that brings its largest element to [1, 2) (computed on the device, no
 //! readback), so the f16 gradients between layers neither underflow (a drag loss's gradient per
 //! feature is ~1e-5, near f16's smallest normal 6e-5) nor, with 2¹⁵ of headroom, overflow; the
 //! latent's gradient is unscaled in f32, and parameter gradients carry the scale
@@ -293,9 +293,10 @@ impl UNet2DConditionModel {
         drop(grads);
         // Into the layers' dtype, scaled (f16) so the largest element is in [1, 2).
         let grad_scale = match self.precision {
-            Precision::F32 => unit_scale(&sample),
+            Precision::F32 => None,
             Precision::F16 => power_of_two_scale(g_pred.iter().chain(&g_features)),
-        };
+        }
+        .unwrap_or_else(|| unit_scale(&sample).inner());
         let into_layers = |g: Tensor<4>| match self.precision {
             Precision::F32 => g,
             Precision::F16 => self.in_compute_dtype(g * grad_scale.clone().unsqueeze::<4>()),
@@ -407,7 +408,7 @@ impl UNet2DConditionModel {
             noise_pred,
             features,
             sample_grad,
-            grad_scale: grad_scale.inner(),
+            grad_scale,
         })
     }
 }
@@ -452,17 +453,19 @@ fn unit_scale(like: &Tensor<4>) -> Tensor<1> {
     Tensor::ones([1], &like.device())
 }
 
-/// `[1]`: the power of two `2^−⌊log₂ max|g|⌋` over all of `grads` (f32, detached), which
-/// brings their largest element into [1, 2); kept within 2^±100 so an all-zero gradient
-/// gives a finite scale. Computed on the device: no readback.
-fn power_of_two_scale<'a>(grads: impl Iterator<Item = &'a Tensor<4>>) -> Tensor<1> {
+/// `[1]`: `2^−⌊log₂ max|g|⌋` over all of `grads` (f32, detached), which brings their largest
+/// element into [1, 2); kept within 2^±100 so an all-zero gradient gives a finite scale.
+/// Computed on the device (no readback) as `exp(−k·ln 2)`, so it is a power of two to within
+/// an f32 rounding — immaterial: the same value scales and unscales, and the cast to f16
+/// rounds far more. `None` without gradients (a
+/// loss on the sample alone sends nothing into the UNet).
+fn power_of_two_scale<'a>(grads: impl Iterator<Item = &'a Tensor<4>>) -> Option<Tensor<1>> {
     let max = grads
         .map(|g| g.clone().detach().abs().max().reshape([1]))
-        .reduce(|a, b| a.max_pair(b))
-        .expect("a gradient to scale");
+        .reduce(|a, b| a.max_pair(b))?;
     let ln2 = std::f64::consts::LN_2;
     let exponent = (max.clamp(2f64.powi(-100), 2f64.powi(100)).log() / ln2).floor();
-    (exponent * -ln2).exp()
+    Some((exponent * -ln2).exp())
 }
 
 /// A plain tensor back on the autodiff device of `like` (same gradient-checkpointing strategy,
@@ -472,5 +475,35 @@ fn on_device_of<const D: usize>(t: Tensor<D>, like: &Tensor<4>) -> Tensor<D> {
     match like.gradient_checkpointing_strategy() {
         Some(strategy) => t.with_gradient_checkpointing_strategy(strategy),
         None => t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    fn scale_of(values: &[&[f32]]) -> Option<f32> {
+        let device = Device::flex();
+        let grads: Vec<Tensor<4>> = values
+            .iter()
+            .map(|v| Tensor::from_data(TensorData::new(v.to_vec(), [1, 1, 1, v.len()]), &device))
+            .collect();
+        power_of_two_scale(grads.iter()).map(|s| s.into_data().to_vec::<f32>().unwrap()[0])
+    }
+
+    #[test]
+    fn gradient_scale_brings_the_largest_element_into_one_to_two() {
+        let near = |a: Option<f32>, b: f32| (a.unwrap() / b - 1.0).abs() < 1e-6;
+        assert!(near(scale_of(&[&[3.0, -1.0]]), 0.5));
+        assert!(near(scale_of(&[&[0.25], &[-1.5e-5, 1e-6]]), 4.0));
+        // A drag loss's typical gradient (~1e-5, below f16's smallest normal) lands in [1, 2).
+        let s = scale_of(&[&[1e-5, -2e-6]]);
+        assert!(near(s, 131_072.0), "{s:?}");
+        assert!((1.0..2.0).contains(&(1e-5 * s.unwrap())));
+        // All zeros: a finite scale (2^100), so 0·scale stays 0.
+        let zero = scale_of(&[&[0.0, 0.0]]).unwrap();
+        assert!(zero.is_finite() && zero > 1e29, "{zero}");
+        assert_eq!(scale_of(&[]), None);
     }
 }
