@@ -489,7 +489,7 @@ mod tests {
             .iter()
             .map(|v| Tensor::from_data(TensorData::new(v.to_vec(), [1, 1, 1, v.len()]), &device))
             .collect();
-        power_of_two_scale(grads.iter()).map(|s| s.into_data().to_vec::<f32>().unwrap()[0])
+        power_of_two_scale(grads.iter()).map(|s| s.into_data().try_to_vec::<f32>().unwrap()[0])
     }
 
     #[test]
