@@ -17,30 +17,10 @@ use gooddrag::models::unet_2d_condition::BackwardPlan;
 use gooddrag::progress::{Cancel, Progress};
 use gooddrag::rng::deterministic_values;
 use gooddrag::tensor_io::{read_f32, relative_error};
-use parity_support::fixture_dir;
+use parity_support::{disc_photo as photo, fixture_dir, small_lora_config};
 
 fn models(device: &Device) -> Models {
     Models::load_dir(&fixture_dir(), None, device, u64::MAX).expect("tiny model loads")
-}
-
-/// A smooth test photo: a bright disc on a gradient.
-fn photo(width: usize, height: usize) -> RgbImage {
-    let mut rgb = Vec::with_capacity(width * height * 3);
-    for y in 0..height {
-        for x in 0..width {
-            let (cx, cy) = (width as f64 * 0.4, height as f64 * 0.5);
-            let d = ((x as f64 - cx).powi(2) + (y as f64 - cy).powi(2)).sqrt();
-            let disc = if d < width.min(height) as f64 * 0.2 {
-                200.0
-            } else {
-                0.0
-            };
-            rgb.push((40.0 + disc + 50.0 * x as f64 / width as f64) as u8);
-            rgb.push((60.0 + disc * 0.5) as u8);
-            rgb.push((90.0 + 80.0 * y as f64 / height as f64) as u8);
-        }
-    }
-    RgbImage { width, height, rgb }
 }
 
 fn full_mask(width: usize, height: usize) -> Vec<u8> {
@@ -287,15 +267,7 @@ fn every_preset_runs_end_to_end() {
 fn edit_moves_handles_toward_targets_and_is_deterministic() {
     let device = device::cpu().0;
     let mut m = models(&device);
-    let config = DragConfig {
-        lora: gooddrag::lora::LoraConfig {
-            rank: 4,
-            steps: 4,
-            resolution: 64,
-            ..Default::default()
-        },
-        ..DragConfig::default()
-    };
+    let config = small_lora_config();
     let points = vec![[18.0, 32.0], [46.0, 32.0]];
     let run = |m: &mut Models| {
         let mut events = Vec::new();

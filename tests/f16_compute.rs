@@ -10,9 +10,7 @@ mod parity_support;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use gooddrag::device;
-use gooddrag::drag::DragConfig;
 use gooddrag::edit::{EditInput, EditOutput, LoraChoice, run_edit};
-use gooddrag::image::RgbImage;
 use gooddrag::image::working::WorkingSize;
 use gooddrag::kernels::precision::Precision;
 use gooddrag::lora::{LoraSet, LoraTrainer, TrainSample, parse_lora};
@@ -62,14 +60,6 @@ fn devices() -> Vec<(&'static str, Device)> {
     ]
 }
 
-/// The same drag-style loss as tests/recompute.rs: features, noise prediction and latent.
-fn drag_loss(sample: &Tensor<4>, eps: &Tensor<4>, features: &Tensor<4>) -> Tensor<1> {
-    let f = (features.clone() - 0.1).abs().mean();
-    let e = (eps.clone() * 0.5).abs().sum() * 0.01;
-    let z = sample.clone().powi_scalar(2).mean();
-    f + e + z
-}
-
 // Tolerances, from measurement (worst of CPU and lavapipe over several inputs, with margin): a
 // forward through the tiny UNet's ~40 layers in f16 keeps the noise prediction within 4e-3 of
 // f32 (measured ≤ 2.1e-3) and the features within 6e-3 (≤ 3.1e-3); gradients come back through
@@ -108,22 +98,7 @@ fn gradients_in_f16_match_f32_on_every_plan() {
         let z = latent([1, 4, 6, 10], 0.4, &ad);
         let mut unet = unet(&ad, false);
         let latent_grad = |unet: &UNet2DConditionModel| {
-            let fb = unet
-                .forward_backward(
-                    z.clone(),
-                    &[741.0],
-                    ehs.clone(),
-                    Some(2),
-                    &mut |x| {
-                        Ok(drag_loss(
-                            &x.sample,
-                            &x.noise_pred,
-                            x.features.as_ref().unwrap(),
-                        ))
-                    },
-                    &mut |_| {},
-                )
-                .unwrap();
+            let fb = drag_style_forward_backward(unet, z.clone(), 741.0, ehs.clone());
             assert_eq!(fb.sample_grad.dtype(), burn::tensor::DType::F32);
             (read(fb.loss), read(fb.sample_grad))
         };
@@ -174,45 +149,17 @@ fn gradients_in_f16_match_f32_on_every_plan() {
     }
 }
 
-/// A smooth test photo: a bright disc on a gradient (as tests/drag_core.rs).
-fn photo(width: usize, height: usize) -> RgbImage {
-    let mut rgb = Vec::with_capacity(width * height * 3);
-    for y in 0..height {
-        for x in 0..width {
-            let (cx, cy) = (width as f64 * 0.4, height as f64 * 0.5);
-            let d = ((x as f64 - cx).powi(2) + (y as f64 - cy).powi(2)).sqrt();
-            let disc = if d < width.min(height) as f64 * 0.2 {
-                200.0
-            } else {
-                0.0
-            };
-            rgb.push((40.0 + disc + 50.0 * x as f64 / width as f64) as u8);
-            rgb.push((60.0 + disc * 0.5) as u8);
-            rgb.push((90.0 + 80.0 * y as f64 / height as f64) as u8);
-        }
-    }
-    RgbImage { width, height, rgb }
-}
-
 #[test]
 fn whole_tiny_edit_in_f16_matches_f32() {
     let device = device::cpu().0;
     let mut m = Models::load_dir(&fixture_dir(), None, &device, u64::MAX).expect("tiny model");
-    let config = DragConfig {
-        lora: gooddrag::lora::LoraConfig {
-            rank: 4,
-            steps: 4,
-            resolution: 64,
-            ..Default::default()
-        },
-        ..DragConfig::default()
-    };
+    let config = small_lora_config();
     let run = |m: &mut Models, precision: Precision| -> EditOutput {
         m.precision = precision;
         pollster::block_on(run_edit(
             m,
             EditInput {
-                image: photo(64, 64),
+                image: disc_photo(64, 64),
                 mask: None,
                 points: vec![[18.0, 32.0], [46.0, 32.0]],
                 config: config.clone(),

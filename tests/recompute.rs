@@ -46,15 +46,6 @@ fn unet(device: &Device, lora: bool, banded: bool) -> UNet2DConditionModel {
 // Tolerances: the recorded forward runs without autodiff, whose kernels can round differently
 // from the autodiff forward (measured ≤ 1.2e-6); gradients measured ≤ 1.1e-6.
 
-/// A drag-style loss: an L1 term on the features, an L1 term on the noise prediction and a
-/// quadratic one on the latent (GoodDrag's loss reads all three, docs/ALGORITHM.md §1.12).
-fn drag_loss(sample: &Tensor<4>, eps: &Tensor<4>, features: &Tensor<4>) -> Tensor<1> {
-    let f = (features.clone() - 0.1).abs().mean();
-    let e = (eps.clone() * 0.5).abs().sum() * 0.01;
-    let z = sample.clone().powi_scalar(2).mean();
-    f + e + z
-}
-
 fn latent_gradient_matches(device: &Device, h: usize, w: usize, plan: BackwardPlan, banded: bool) {
     let ad = device::training(device);
     let mut unet = unet(&ad, false, banded);
@@ -66,25 +57,10 @@ fn latent_gradient_matches(device: &Device, h: usize, w: usize, plan: BackwardPl
     let leaf = z.clone().require_grad();
     let out = unet.forward(leaf.clone(), &t, ehs.clone(), &[2]);
     let feat = out.up_block(2).unwrap().clone();
-    let loss = drag_loss(&leaf, &out.noise_pred, &feat);
+    let loss = drag_style_loss(&leaf, &out.noise_pred, &feat);
     let plain_grad = leaf.grad(&loss.backward()).unwrap();
 
-    let fb = unet
-        .forward_backward(
-            z,
-            &t,
-            ehs,
-            Some(2),
-            &mut |x| {
-                Ok(drag_loss(
-                    &x.sample,
-                    &x.noise_pred,
-                    x.features.as_ref().unwrap(),
-                ))
-            },
-            &mut |_| {},
-        )
-        .unwrap();
+    let fb = drag_style_forward_backward(&unet, z, t[0], ehs);
     let tag = format!(
         "{h}×{w}, {}{}",
         plan.name(),

@@ -337,6 +337,21 @@ fn bytes_field(obj: &JsValue, name: &str) -> Option<Vec<u8>> {
         .map(|v| js_sys::Uint8Array::new(&v).to_vec())
 }
 
+/// A string field parsed by its type's `FromStr` (its default when absent); a parse error
+/// names the field.
+fn parsed_field<T: std::str::FromStr<Err = String> + Default>(
+    obj: &JsValue,
+    name: &str,
+) -> Result<T, JsValue> {
+    field(obj, name)
+        .map(|s| {
+            s.parse()
+                .map_err(|e| invalid(format!("request.{name}: {e}")))
+        })
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
 fn number_field(obj: &JsValue, name: &str) -> Option<f64> {
     js_sys::Reflect::get(obj, &name.into())
         .ok()
@@ -405,21 +420,9 @@ pub async fn edit(request: JsValue, on_progress: js_sys::Function) -> Result<JsV
         },
         Err(_) => WorkingSize::default(),
     };
-    let precision: PrecisionChoice = field(&request, "precision")
-        .map(|s| {
-            s.parse()
-                .map_err(|e: String| invalid(format!("request.precision: {e}")))
-        })
-        .transpose()?
-        .unwrap_or_default();
+    let precision: PrecisionChoice = parsed_field(&request, "precision")?;
     let precision = precision.resolve(&report()?).map_err(js_error)?;
-    let memory_budget: MemoryBudget = field(&request, "memoryBudget")
-        .map(|s| {
-            s.parse()
-                .map_err(|e: String| invalid(format!("request.memoryBudget: {e}")))
-        })
-        .transpose()?
-        .unwrap_or_default();
+    let memory_budget: MemoryBudget = parsed_field(&request, "memoryBudget")?;
     let input = EditInput {
         image: RgbImage { width, height, rgb },
         mask,

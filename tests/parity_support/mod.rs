@@ -427,3 +427,70 @@ pub fn check_edit_bench(out: &serde_json::Value, device: &str, checkpointing: bo
         "{reported} vs {total}"
     );
 }
+
+/// A smooth test photo: a bright disc on a gradient (the editing-core tests' input).
+pub fn disc_photo(width: usize, height: usize) -> gooddrag::image::RgbImage {
+    let mut rgb = Vec::with_capacity(width * height * 3);
+    for y in 0..height {
+        for x in 0..width {
+            let (cx, cy) = (width as f64 * 0.4, height as f64 * 0.5);
+            let d = ((x as f64 - cx).powi(2) + (y as f64 - cy).powi(2)).sqrt();
+            let disc = if d < width.min(height) as f64 * 0.2 {
+                200.0
+            } else {
+                0.0
+            };
+            rgb.push((40.0 + disc + 50.0 * x as f64 / width as f64) as u8);
+            rgb.push((60.0 + disc * 0.5) as u8);
+            rgb.push((90.0 + 80.0 * y as f64 / height as f64) as u8);
+        }
+    }
+    gooddrag::image::RgbImage { width, height, rgb }
+}
+
+/// A drag-style loss on a UNet pass: an L1 term on the features, an L1 term on the noise
+/// prediction and a quadratic one on the latent (GoodDrag's loss reads all three,
+/// docs/ALGORITHM.md §1.12).
+pub fn drag_style_loss(sample: &Tensor<4>, eps: &Tensor<4>, features: &Tensor<4>) -> Tensor<1> {
+    let f = (features.clone() - 0.1).abs().mean();
+    let e = (eps.clone() * 0.5).abs().sum() * 0.01;
+    let z = sample.clone().powi_scalar(2).mean();
+    f + e + z
+}
+
+/// `unet.forward_backward` of [`drag_style_loss`] with the features of `up_blocks[2]`.
+pub fn drag_style_forward_backward(
+    unet: &UNet2DConditionModel,
+    z: Tensor<4>,
+    timestep: f32,
+    ehs: Tensor<3>,
+) -> gooddrag::exec::recompute::ForwardBackward {
+    unet.forward_backward(
+        z,
+        &[timestep],
+        ehs,
+        Some(2),
+        &mut |x| {
+            Ok(drag_style_loss(
+                &x.sample,
+                &x.noise_pred,
+                x.features.as_ref().unwrap(),
+            ))
+        },
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
+/// The default `DragConfig` with a small LoRA for 64-px edits (rank 4, 4 steps, 64 px).
+pub fn small_lora_config() -> gooddrag::drag::DragConfig {
+    gooddrag::drag::DragConfig {
+        lora: gooddrag::lora::LoraConfig {
+            rank: 4,
+            steps: 4,
+            resolution: 64,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
