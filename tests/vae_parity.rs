@@ -63,11 +63,14 @@ fn banded_decode_matches(device: &Device) {
         for suffix in ["", "_odd"] {
             let z = exp[&format!("z{suffix}")].tensor::<4>(device);
             vae.decoder.max_buffer_bytes = DEFAULT_ATTENTION_BYTES;
-            let whole = vae.decode(z.clone());
+            let (whole, whole_flops) = gooddrag::perf::work::count(|| vae.decode(z.clone()));
             for limit in [64 << 10, 16 << 10, 4 << 10] {
                 vae.decoder.max_buffer_bytes = limit;
-                let banded = vae.decode(z.clone());
+                let (banded, flops) = gooddrag::perf::work::count(|| vae.decode(z.clone()));
                 let name = format!("banded decode{suffix}, {limit} B, fp16 {fp16}");
+                // The work counter sees the banded convolutions too (halo rows are not output
+                // rows: the counts are equal).
+                assert_eq!(flops, whole_flops, "{name}: counted FLOPs");
                 check(
                     &name,
                     banded.clone(),

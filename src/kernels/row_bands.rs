@@ -22,6 +22,7 @@ use burn::tensor::ops::ConvOptions;
 
 use super::layers::widen;
 use super::{conv_gemm, statistics};
+use crate::perf::work;
 
 /// An activation `[b, c, h, w]` held as bands of rows, top to bottom.
 #[derive(Debug, Clone)]
@@ -99,17 +100,24 @@ impl Bands {
         let weight = widen(conv.weight.val(), dtype);
         let bias = conv.bias.as_ref().map(|b| widen(b.val(), dtype));
         let options = ConvOptions::new([1, 1], [0, halo], [1, 1], 1);
+        let [c_out, c_in, kh, kw] = weight.dims();
+        // The work counter sees each band's convolution, as `layers::conv2d` counts a whole one.
+        let counted = |y: Tensor<4>| {
+            let [b, _, h, w] = y.dims();
+            work::add(work::matmul_flops(b * h * w, c_in * kh * kw, c_out));
+            y
+        };
         let n = self.0.len();
         let out = (0..n)
             .map(|i| {
                 let band = &self.0[i];
                 if halo == 0 {
-                    return conv_gemm::conv2d(
+                    return counted(conv_gemm::conv2d(
                         band.clone(),
                         weight.clone(),
                         bias.clone(),
                         options.clone(),
-                    );
+                    ));
                 }
                 let [b, c, _, w] = band.dims();
                 let zeros = || Tensor::zeros([b, c, halo, w], &band.device());
@@ -124,7 +132,12 @@ impl Bands {
                     zeros()
                 };
                 let extended = Tensor::cat(vec![above, band.clone(), below], 2);
-                conv_gemm::conv2d(extended, weight.clone(), bias.clone(), options.clone())
+                counted(conv_gemm::conv2d(
+                    extended,
+                    weight.clone(),
+                    bias.clone(),
+                    options.clone(),
+                ))
             })
             .collect();
         Self(out)
