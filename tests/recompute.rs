@@ -150,7 +150,8 @@ fn recomputed_backward_equals_autodiff_on_wgpu() {
     latent_gradient_matches(&device, 8, 8, BackwardPlan::Recompute, false);
     latent_gradient_matches(&device, 8, 8, BackwardPlan::RecomputeTop, false);
     lora_gradients_match(&device, BackwardPlan::Recompute, false);
-    latent_gradient_matches(&device, 8, 8, BackwardPlan::Recompute, true);
+    // (The banded backward is the same tensor operations on either device; it is checked on
+    // the CPU above — one-row bands on lavapipe cost ~30 s of dispatches for no new kernel.)
 }
 
 /// Each plan recomputes what it says: the forward FLOPs of one gradient pass are 2 UNet
