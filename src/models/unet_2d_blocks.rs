@@ -111,15 +111,19 @@ impl Transformer2DModel {
         for block in &self.transformer_blocks {
             t = block.forward(t, context.clone());
         }
+        self.project_out(t, [b, h, w]) + residual
+    }
+
+    /// Tokens `[b, rows·w, c]` back to `[b, c, rows, w]` through `proj_out`.
+    fn project_out(&self, t: Tensor<3>, [b, rows, w]: [usize; 3]) -> Tensor<4> {
         let spatial = |t: Tensor<3>| {
             let [_, _, ci] = t.dims();
-            t.swap_dims(1, 2).reshape([b, ci, h, w])
+            t.swap_dims(1, 2).reshape([b, ci, rows, w])
         };
-        let out = match &self.proj_out {
+        match &self.proj_out {
             Projection::Conv(conv) => layers::conv2d(conv, spatial(t)),
             Projection::Linear(linear) => spatial(layers::linear(linear, t)),
-        };
-        out + residual
+        }
     }
 
     /// The single transformer block, when this transformer can be computed band by band:
@@ -173,15 +177,7 @@ impl Transformer2DModel {
         let [b, _, _, w] = x.dims();
         let residual = x.clone().narrow(2, y0, rows);
         let t = block.forward_rows(self.band_tokens(x, y0, rows), k, v, context.clone());
-        let spatial = |t: Tensor<3>| {
-            let [_, _, ci] = t.dims();
-            t.swap_dims(1, 2).reshape([b, ci, rows, w])
-        };
-        let out = match &self.proj_out {
-            Projection::Conv(conv) => layers::conv2d(conv, spatial(t)),
-            Projection::Linear(linear) => spatial(layers::linear(linear, t)),
-        };
-        Some(out + residual)
+        Some(self.project_out(t, [b, rows, w]) + residual)
     }
 }
 
