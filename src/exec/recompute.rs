@@ -423,13 +423,7 @@ fn attention_bands(
     t: &Transformer2DModel,
     [b, _, h, w]: [usize; 4],
 ) -> Option<Vec<(usize, usize)>> {
-    let [block] = &t.transformer_blocks[..] else {
-        return None;
-    };
-    let attn = &block.attn1;
-    if attn.mutual_self_attention {
-        return None;
-    }
+    let attn = &t.bandable_block()?.attn1;
     let row_bytes = b * attn.heads * w * (h * w) * std::mem::size_of::<f32>();
     let rows = (attn.max_bytes / BAND_SCORE_SHARE / row_bytes.max(1)).max(1);
     if rows >= h {

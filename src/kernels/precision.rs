@@ -17,7 +17,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::{DType, FloatDType, Tensor};
+use burn::tensor::{DType, Tensor};
 
 use crate::device::AdapterReport;
 
@@ -46,14 +46,6 @@ impl Precision {
         match self {
             Self::F32 => DType::F32,
             Self::F16 => DType::F16,
-        }
-    }
-
-    /// The activations' float dtype (for casts).
-    pub fn float_dtype(self) -> FloatDType {
-        match self {
-            Self::F32 => FloatDType::F32,
-            Self::F16 => FloatDType::F16,
         }
     }
 }

@@ -271,22 +271,29 @@ impl Attention {
             Some(norm) => layers::group_norm(norm, x.swap_dims(1, 2)).swap_dims(1, 2),
             None => x,
         };
-        let lora = self.lora.as_ref();
         let mutual = self.mutual_self_attention && context.is_none();
         let context = context.unwrap_or_else(|| x.clone());
-        let q = project(&self.to_q, lora.and_then(|l| l.to_q.as_ref()), x);
-        let k = project(
-            &self.to_k,
-            lora.and_then(|l| l.to_k.as_ref()),
-            context.clone(),
-        );
-        let v = project(&self.to_v, lora.and_then(|l| l.to_v.as_ref()), context);
+        let q = self.queries(x);
+        let (k, v) = self.keys_values(context);
         let h = if mutual {
             mutual_attention(q, k, v, self.heads, self.max_bytes)
         } else {
             scaled_dot_product_attention(q, k, v, self.heads, false, self.max_bytes)
         };
-        let mut h = project(&self.to_out[0], lora.and_then(|l| l.to_out.as_ref()), h);
+        self.output(h, residual)
+    }
+
+    /// `to_q` (with its LoRA delta) of `x`.
+    fn queries(&self, x: Tensor<3>) -> Tensor<3> {
+        let lora = self.lora.as_ref().and_then(|l| l.to_q.as_ref());
+        project(&self.to_q, lora, x)
+    }
+
+    /// `to_out.0` (with its LoRA delta) of the attended values, the residual added back and
+    /// the output rescaled.
+    fn output(&self, h: Tensor<3>, residual: Option<Tensor<3>>) -> Tensor<3> {
+        let lora = self.lora.as_ref().and_then(|l| l.to_out.as_ref());
+        let mut h = project(&self.to_out[0], lora, h);
         if let Some(residual) = residual {
             h = h + residual;
         }
@@ -312,17 +319,9 @@ impl Attention {
     pub fn forward_with_kv(&self, x: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
         debug_assert!(!self.mutual_self_attention && self.group_norm.is_none());
         let residual = self.residual_connection.then(|| x.clone());
-        let lora = self.lora.as_ref();
-        let q = project(&self.to_q, lora.and_then(|l| l.to_q.as_ref()), x);
-        let h = scaled_dot_product_attention(q, k, v, self.heads, false, self.max_bytes);
-        let mut h = project(&self.to_out[0], lora.and_then(|l| l.to_out.as_ref()), h);
-        if let Some(residual) = residual {
-            h = h + residual;
-        }
-        if self.rescale_output_factor != 1.0 {
-            h = h / self.rescale_output_factor;
-        }
-        h
+        let h =
+            scaled_dot_product_attention(self.queries(x), k, v, self.heads, false, self.max_bytes);
+        self.output(h, residual)
     }
 
     /// Spatial self-attention (VAE mid block). x: `[b, c, h, w]` → `[b, c, h, w]`.
@@ -533,6 +532,11 @@ impl BasicTransformerBlock {
     ) -> Tensor<3> {
         let normed = layers::layer_norm(&self.norm1, x.clone());
         let x = self.attn1.forward_with_kv(normed, k, v) + x;
+        self.after_self_attention(x, context)
+    }
+
+    /// The cross-attention and feed-forward halves (token-wise), each with its residual.
+    fn after_self_attention(&self, x: Tensor<3>, context: Tensor<3>) -> Tensor<3> {
         let x = self
             .attn2
             .forward(layers::layer_norm(&self.norm2, x.clone()), Some(context))
@@ -546,11 +550,7 @@ impl BasicTransformerBlock {
             .attn1
             .forward(layers::layer_norm(&self.norm1, x.clone()), None)
             + x;
-        let x = self
-            .attn2
-            .forward(layers::layer_norm(&self.norm2, x.clone()), Some(context))
-            + x;
-        self.ff.forward(layers::layer_norm(&self.norm3, x.clone())) + x
+        self.after_self_attention(x, context)
     }
 }
 

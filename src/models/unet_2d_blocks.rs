@@ -129,7 +129,7 @@ impl Transformer2DModel {
     /// The single transformer block, when this transformer can be computed band by band:
     /// `None` with more than one block (the second attends to all of the first's output) or
     /// with MasaCtrl's mutual attention (keys from another sample).
-    fn bandable_block(&self) -> Option<&BasicTransformerBlock> {
+    pub fn bandable_block(&self) -> Option<&BasicTransformerBlock> {
         match &self.transformer_blocks[..] {
             [block] if !block.attn1.mutual_self_attention => Some(block),
             _ => None,
