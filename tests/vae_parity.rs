@@ -51,9 +51,11 @@ fn vae_matches_diffusers_on_wgpu() {
     run_cases(&device, false, F32_TOL);
 }
 
-/// Row bands (the decoder's path when an activation would not fit one buffer, e.g. 512×512 in
-/// f32 under WebGPU's 128 MiB default) give the same image as whole tensors: forced here with
-/// small buffer limits, down to uneven one- and two-row bands, on both devices.
+/// Row bands (the decoder's path when an activation would exceed one band: 32 MiB, e.g. the
+/// large levels at 512×512) give the same image as whole tensors: forced here with small buffer
+/// limits, down to uneven one- and two-row bands, on both devices. The banded decoder
+/// normalises and upsamples each band just before its convolution, so this also checks those
+/// prologues' halo rows at every band edge.
 fn banded_decode_matches(device: &Device) {
     // fp16 files keep the kernels in f16 where the device has f16 (see `kernels::layers`): the
     // banded convolutions widen them as the whole-tensor ones do.
@@ -61,7 +63,8 @@ fn banded_decode_matches(device: &Device) {
         let mut vae = load_vae(device, fp16);
         let exp = expected("vae");
         for suffix in ["", "_odd"] {
-            let z = exp[&format!("z{suffix}")].tensor::<4>(device);
+            let e = |n: &str| &exp[&format!("{n}{suffix}")];
+            let z = e("z").tensor::<4>(device);
             vae.decoder.max_buffer_bytes = DEFAULT_ATTENTION_BYTES;
             let (whole, whole_flops) = gooddrag::perf::work::count(|| vae.decode(z.clone()));
             for limit in [64 << 10, 16 << 10, 4 << 10] {
@@ -71,16 +74,11 @@ fn banded_decode_matches(device: &Device) {
                 // The work counter sees the banded convolutions too (halo rows are not output
                 // rows: the counts are equal).
                 assert_eq!(flops, whole_flops, "{name}: counted FLOPs");
-                check(
-                    &name,
-                    banded.clone(),
-                    &exp[&format!("decoded{suffix}")],
-                    tol,
-                );
+                check(&name, banded.clone(), e("decoded"), tol);
                 let read = |t| pollster::block_on(read_f32(t)).expect("readback");
-                let err = relative_error(&read(banded), &read(whole.clone()));
                 // Same maths; only GroupNorm's statistics are summed in another order
                 // (measured ≤ 4.5e-6 on both devices).
+                let err = relative_error(&read(banded), &read(whole.clone()));
                 assert!(
                     err <= 1e-5,
                     "{name}: {err} relative to the whole-tensor decode"

@@ -6,8 +6,9 @@
 //!   and the casts between them;
 //! - [`conv_gemm`]: stride-1 convolutions as im2col + matrix multiplication in row bands;
 //! - [`row_bands`]: an activation held as bands of rows, with exact halo convolutions and
-//!   GroupNorm statistics over all bands (the VAE decoder under the binding limit);
-//! - [`statistics`]: GroupNorm mean/variance as trees of short sums, exact at any group size.
+//!   GroupNorm statistics over all bands (the VAE decoder's large levels);
+//! - [`statistics`]: GroupNorm mean/variance as trees of short sums, exact at any group size;
+//! - [`upsample`]: nearest-neighbour upsampling with PyTorch's index rules.
 //!
 //! Nothing here imports `models`; the models' banded forwards live in their own files.
 
@@ -16,3 +17,4 @@ pub mod layers;
 pub mod precision;
 pub mod row_bands;
 pub mod statistics;
+pub mod upsample;

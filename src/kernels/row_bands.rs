@@ -1,5 +1,6 @@
-//! Row bands: the VAE decoder's full-resolution layers evaluated exactly on horizontal bands of
-//! the activation, so that no single buffer exceeds the device's binding limit.
+//! Row bands: the VAE decoder's large layers evaluated exactly on horizontal bands of the
+//! activation, so that no single buffer exceeds the device's binding limit and no layer's
+//! intermediate exists whole (docs/ARCHITECTURE.md §3, "Row bands").
 //!
 //! At 512×512 the SD 1.5 decoder's last up blocks hold 256 channels × 512² = 256 MiB in f32,
 //! twice WebGPU's default `maxStorageBufferBindingSize`; such an allocation fails when its
@@ -9,7 +10,12 @@
 //! - 3×3 convolutions read one halo row from each neighbouring band (zeros at the image edge,
 //!   which is the convolution's own zero padding);
 //! - GroupNorm statistics are taken over all bands (two passes: mean, then centred variance);
-//! - nearest ×2 upsampling, SiLU, residual additions and 1×1 convolutions are per band.
+//! - 1×1 convolutions and residual additions are per band.
+//!
+//! What a convolution's input is made from — GroupNorm + SiLU, or nearest ×2 upsampling — is
+//! applied band by band (halo rows included) just before that band's convolution, so only a
+//! band of it exists at a time: the decoder holds the blocks' inputs and outputs, never the
+//! normalised or upsampled copies (at 512×512: 1.1 GiB → about 0.5 GiB of activations).
 //!
 //! Only inference uses this (decoding is never differentiated). The blocks' `forward_bands`
 //! live beside their `forward` in `models::resnet` and `models::unet_2d_blocks`.
@@ -21,6 +27,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::ops::ConvOptions;
 
 use super::layers::widen;
+use super::upsample::upsample_nearest2x;
 use super::{conv_gemm, statistics};
 use crate::perf::work;
 
@@ -91,6 +98,32 @@ impl Bands {
     /// k/2 rows of its neighbours (zeros at the top and bottom of the image) and convolved
     /// without row padding.
     pub fn conv(&self, conv: &Conv2d) -> Self {
+        self.conv_after(conv, &Prologue::None)
+    }
+
+    /// `conv(silu(group_norm(x)))` without the normalised activation ever existing whole: the
+    /// statistics are taken over every band, then each band and its halo rows are normalised
+    /// just before their convolution. Equal to [`group_norm`](Self::group_norm) → `silu` →
+    /// [`conv`](Self::conv) (the same elementwise operations on the same rows).
+    pub fn norm_silu_conv(&self, norm: &GroupNorm, conv: &Conv2d) -> Self {
+        let (mean, var) = self.moments(norm);
+        let prologue = Prologue::NormSilu {
+            norm,
+            mean: &mean,
+            var: &var,
+        };
+        self.conv_after(conv, &prologue)
+    }
+
+    /// Nearest ×2 upsampling followed by `conv`, each band upsampled just before its
+    /// convolution (output row `r` reads input row `⌊r/2⌋` of the same band, so the halo is
+    /// the neighbour's nearest input row, doubled): the upsampled activation never exists whole.
+    pub fn upsample_conv(&self, conv: &Conv2d) -> Self {
+        self.conv_after(conv, &Prologue::Upsample2x)
+    }
+
+    /// The convolution of `prologue` applied to this activation, band by band.
+    fn conv_after(&self, conv: &Conv2d, prologue: &Prologue) -> Self {
         let [k, _] = conv.kernel_size;
         let halo = k / 2;
         // Weights stored as f16 are widened to the activations' dtype (see `kernels::layers`).
@@ -101,51 +134,58 @@ impl Bands {
         let bias = conv.bias.as_ref().map(|b| widen(b.val(), dtype));
         let options = ConvOptions::new([1, 1], [0, halo], [1, 1], 1);
         let [c_out, c_in, kh, kw] = weight.dims();
-        // The work counter sees each band's convolution, as `layers::conv2d` counts a whole one.
-        let counted = |y: Tensor<4>| {
+        let convolve = |x: Tensor<4>| {
+            let y = conv_gemm::conv2d(x, weight.clone(), bias.clone(), options.clone());
+            // The work counter sees each band's convolution, as `layers::conv2d` counts a
+            // whole one.
             let [b, _, h, w] = y.dims();
             work::add(work::matmul_flops(b * h * w, c_in * kh * kw, c_out));
             y
         };
-        let n = self.0.len();
-        let out = (0..n)
+        let factor = prologue.row_factor();
+        // Input rows a halo of `halo` output rows needs from a neighbour.
+        let halo_in = halo.div_ceil(factor);
+        let out = (0..self.0.len())
             .map(|i| {
-                let band = &self.0[i];
+                let core = prologue.apply(self.0[i].clone());
                 if halo == 0 {
-                    return counted(conv_gemm::conv2d(
-                        band.clone(),
-                        weight.clone(),
-                        bias.clone(),
-                        options.clone(),
-                    ));
+                    return convolve(core);
                 }
-                let [b, c, _, w] = band.dims();
-                let zeros = || Tensor::zeros([b, c, halo, w], &band.device());
-                let above = if i > 0 {
-                    self.rows_before(i, halo)
-                } else {
-                    zeros()
-                };
-                let below = if i + 1 < n {
-                    self.rows_after(i, halo)
-                } else {
-                    zeros()
-                };
-                let extended = Tensor::cat(vec![above, band.clone(), below], 2);
-                counted(conv_gemm::conv2d(
-                    extended,
-                    weight.clone(),
-                    bias.clone(),
-                    options.clone(),
-                ))
+                // Neighbour rows are transformed like the band, then cut to the halo; rows
+                // beyond the image are the convolution's zero padding (after the prologue).
+                let above = self.rows_before(i, halo_in).map(|t| {
+                    let t = prologue.apply(t);
+                    let h = t.dims()[2];
+                    t.narrow(2, h - halo.min(h), halo.min(h))
+                });
+                let below = self.rows_after(i, halo_in).map(|t| {
+                    let t = prologue.apply(t);
+                    let h = t.dims()[2];
+                    t.narrow(2, 0, halo.min(h))
+                });
+                let zeros = |n: usize| core.clone().narrow(2, 0, 1).zeros_like().repeat_dim(2, n);
+                let rows = |t: &Option<Tensor<4>>| t.as_ref().map_or(0, |t| t.dims()[2]);
+                let (top, bottom) = (halo - rows(&above), halo - rows(&below));
+                let mut parts = Vec::with_capacity(5);
+                if top > 0 {
+                    parts.push(zeros(top));
+                }
+                parts.extend(above);
+                parts.push(core.clone());
+                parts.extend(below);
+                if bottom > 0 {
+                    parts.push(zeros(bottom));
+                }
+                convolve(Tensor::cat(parts, 2))
             })
             .collect();
         Self(out)
     }
 
-    /// The `halo` rows just above band `i` (from the bands before it).
-    fn rows_before(&self, i: usize, halo: usize) -> Tensor<4> {
-        let mut need = halo;
+    /// Up to `n` rows just above band `i` (from the bands before it; fewer at the image top,
+    /// none for the first band).
+    fn rows_before(&self, i: usize, n: usize) -> Option<Tensor<4>> {
+        let mut need = n;
         let mut pieces = Vec::new();
         let mut j = i;
         while need > 0 && j > 0 {
@@ -156,18 +196,13 @@ impl Bands {
             need -= take;
         }
         pieces.reverse();
-        let t = Tensor::cat(pieces, 2);
-        if need > 0 {
-            let zeros = t.zeros_like().narrow(2, 0, 1).repeat_dim(2, need);
-            Tensor::cat(vec![zeros, t], 2)
-        } else {
-            t
-        }
+        (!pieces.is_empty()).then(|| Tensor::cat(pieces, 2))
     }
 
-    /// The `halo` rows just below band `i` (from the bands after it).
-    fn rows_after(&self, i: usize, halo: usize) -> Tensor<4> {
-        let mut need = halo;
+    /// Up to `n` rows just below band `i` (from the bands after it; fewer at the image bottom,
+    /// none for the last band).
+    fn rows_after(&self, i: usize, n: usize) -> Option<Tensor<4>> {
+        let mut need = n;
         let mut pieces = Vec::new();
         let mut j = i + 1;
         while need > 0 && j < self.0.len() {
@@ -177,36 +212,67 @@ impl Bands {
             need -= take;
             j += 1;
         }
-        let t = Tensor::cat(pieces, 2);
-        if need > 0 {
-            let zeros = t.zeros_like().narrow(2, 0, 1).repeat_dim(2, need);
-            Tensor::cat(vec![t, zeros], 2)
-        } else {
-            t
+        (!pieces.is_empty()).then(|| Tensor::cat(pieces, 2))
+    }
+
+    /// GroupNorm's mean and variance per group over every band.
+    fn moments(&self, norm: &GroupNorm) -> (Tensor<3>, Tensor<3>) {
+        let pieces: Vec<Tensor<3>> = self.0.iter().map(|x| grouped(norm, x.clone())).collect();
+        statistics::moments(&pieces)
+    }
+}
+
+/// What a banded convolution applies to its input rows first.
+enum Prologue<'a> {
+    /// Nothing: the rows as they are.
+    None,
+    /// GroupNorm with the given statistics (over the whole activation), then SiLU.
+    NormSilu {
+        norm: &'a GroupNorm,
+        mean: &'a Tensor<3>,
+        var: &'a Tensor<3>,
+    },
+    /// Nearest ×2 upsampling (rows and columns).
+    Upsample2x,
+}
+
+impl Prologue<'_> {
+    /// Output rows per input row.
+    fn row_factor(&self) -> usize {
+        match self {
+            Prologue::Upsample2x => 2,
+            _ => 1,
         }
     }
 
-    /// GroupNorm with statistics over every band ([`statistics::moments`], as exact as on the
-    /// whole tensor), then each band normalised with the shared statistics.
-    pub fn group_norm(&self, norm: &GroupNorm) -> Self {
-        let g = norm.num_groups;
-        let grouped = |x: &Tensor<4>| {
-            let [b, c, h, w] = x.dims();
-            x.clone().reshape([b, g, (c / g) * h * w])
-        };
-        let pieces: Vec<Tensor<3>> = self.0.iter().map(grouped).collect();
-        let (mean, var) = statistics::moments(&pieces);
-        self.clone().map(|x| {
-            let shape = x.dims();
-            statistics::group_normalise(norm, grouped(&x), mean.clone(), var.clone()).reshape(shape)
-        })
-    }
-
-    /// SiLU per band.
-    pub fn silu(self) -> Self {
-        self.map(silu)
+    fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Prologue::None => x,
+            Prologue::NormSilu { norm, mean, var } => silu(normalise(norm, x, mean, var)),
+            Prologue::Upsample2x => {
+                let [_, _, h, w] = x.dims();
+                upsample_nearest2x(x, [2 * h, 2 * w])
+            }
+        }
     }
 }
+
+/// `x` (`[b, c, rows, w]`) as `[b, groups, (c / groups) · rows · w]`.
+fn grouped(norm: &GroupNorm, x: Tensor<4>) -> Tensor<3> {
+    let [b, c, h, w] = x.dims();
+    x.reshape([b, norm.num_groups, (c / norm.num_groups) * h * w])
+}
+
+/// Rows `x` normalised with statistics of the whole activation (exact per row).
+fn normalise(norm: &GroupNorm, x: Tensor<4>, mean: &Tensor<3>, var: &Tensor<3>) -> Tensor<4> {
+    let shape = x.dims();
+    statistics::group_normalise(norm, grouped(norm, x), mean.clone(), var.clone()).reshape(shape)
+}
+
+/// The largest band a decoder activation is cut into, in bytes, whatever the binding limit
+/// allows: small enough that the per-band normalised or upsampled copies stay a few tens of
+/// MiB, large enough (≥ 32 rows at SD 1.5's 512×512 widths) that the halo rows add ≤ 7 %.
+pub const BAND_BYTES: usize = 32 << 20;
 
 /// How many bands an activation of `elements` f32 values with `rows` rows needs so that each
 /// band, with one halo row above and below, fits `max_bytes`.

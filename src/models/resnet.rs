@@ -6,10 +6,11 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::silu;
 use burn::tensor::ops::PadMode;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use crate::kernels::layers;
 use crate::kernels::row_bands::Bands;
+use crate::kernels::upsample::{upsample_nearest, upsample_nearest2x};
 
 /// A `k×k` convolution with `same` padding for odd `k` (stride 1).
 pub fn conv(in_ch: usize, out_ch: usize, k: usize, device: &Device) -> Conv2d {
@@ -170,44 +171,18 @@ impl Upsample2D {
     }
 }
 
-/// Nearest-neighbour resize to `[oh, ow]` with PyTorch's index rule for an explicit size:
-/// `src = min(⌊dst · (in/out)⌋, in − 1)` with the scale in f32.
-///
-/// x: `[b, c, h, w]` → `[b, c, oh, ow]`.
-pub fn upsample_nearest(x: Tensor<4>, [oh, ow]: [usize; 2]) -> Tensor<4> {
-    let [_, _, h, w] = x.dims();
-    let index = |inp: usize, out: usize| -> Vec<i64> {
-        let scale = inp as f32 / out as f32;
-        (0..out)
-            .map(|d| (((d as f32) * scale).floor() as usize).min(inp - 1) as i64)
-            .collect()
-    };
-    gather_hw(x, index(h, oh), index(w, ow))
-}
-
-/// Nearest ×2 as PyTorch's `scale_factor=2.0` (`src = ⌊dst / 2⌋`). x: `[b, c, h, w]` → `[b, c, 2h, 2w]`.
-pub fn upsample_nearest2x(x: Tensor<4>, [oh, ow]: [usize; 2]) -> Tensor<4> {
-    let index = |out: usize| -> Vec<i64> { (0..out).map(|d| (d / 2) as i64).collect() };
-    gather_hw(x, index(oh), index(ow))
-}
-
-fn gather_hw(x: Tensor<4>, rows: Vec<i64>, cols: Vec<i64>) -> Tensor<4> {
-    let device = x.device();
-    let [nr, nc] = [rows.len(), cols.len()];
-    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [nr]), &device);
-    let cols = Tensor::<1, Int>::from_data(TensorData::new(cols, [nc]), &device);
-    x.select(2, rows).select(3, cols)
-}
-
 impl ResnetBlock2D {
     /// [`forward`](Self::forward) (without time embedding, as in the VAE) on bands.
     pub fn forward_bands(&self, x: Bands) -> Bands {
-        let h = x.group_norm(&self.norm1).silu().conv(&self.conv1);
-        let h = h.group_norm(&self.norm2).silu().conv(&self.conv2);
+        // The shortcut first, so the input can go before the second convolution: at 512×512
+        // this block's input (256 channels, 256 MiB in f32) is the decoder's largest tensor.
         let skip = match &self.conv_shortcut {
             Some(shortcut) => x.conv(shortcut),
-            None => x,
+            None => x.clone(),
         };
+        let h = x.norm_silu_conv(&self.norm1, &self.conv1);
+        drop(x);
+        let h = h.norm_silu_conv(&self.norm2, &self.conv2);
         let out = skip.add_bands(h);
         if self.output_scale_factor != 1.0 {
             let s = self.output_scale_factor;
@@ -219,13 +194,8 @@ impl ResnetBlock2D {
 }
 
 impl Upsample2D {
-    /// Nearest ×2 + convolution on bands (each band's rows double; exact, since output row
-    /// `r` reads input row `⌊r/2⌋` of the same band).
-    pub fn forward_bands(&self, x: Bands) -> Bands {
-        x.map(|t| {
-            let [_, _, h, w] = t.dims();
-            upsample_nearest2x(t, [2 * h, 2 * w])
-        })
-        .conv(&self.conv)
+    /// Nearest ×2 + convolution on bands, each band upsampled just before its convolution.
+    pub fn forward_bands(&self, x: &Bands) -> Bands {
+        x.upsample_conv(&self.conv)
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::resnet::conv;
 use super::unet_2d_blocks::{DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D};
 use crate::kernels::layers;
-use crate::kernels::row_bands::{Bands, bands_needed};
+use crate::kernels::row_bands::{BAND_BYTES, Bands, bands_needed};
 use crate::{Error, Result};
 
 /// `vae/config.json` (diffusers `AutoencoderKL`); defaults are SD 1.5's.
@@ -224,6 +224,10 @@ pub struct Encoder {
 impl Encoder {
     /// x: `[b, 3, H, W]` → `[b, 2·latent, h, w]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        // Whole tensors (the largest, 128 channels × 512² in f32, fits WebGPU's default
+        // binding): banding the encoder's ResNets was measured to need more memory, not less
+        // (2.79 vs 2.67 GiB at 512×512: its bands, their merge and the whole-size pages
+        // fragment the allocator more than the normalised copies they avoid).
         let mut x = layers::conv2d(&self.conv_in, x);
         for block in &self.down_blocks {
             x = block.forward(x);
@@ -250,8 +254,9 @@ pub struct Decoder {
     /// To image channels.
     pub conv_out: Conv2d,
     /// The largest buffer one activation may take (the device's binding limit, as the
-    /// attention budget); up blocks whose activations would not fit run on row bands
-    /// ([`crate::kernels::row_bands`]), with identical results.
+    /// attention budget); up blocks whose activations would not fit it, or
+    /// [`BAND_BYTES`], run on row bands ([`crate::kernels::row_bands`]), with identical
+    /// results.
     pub max_buffer_bytes: usize,
 }
 
@@ -260,12 +265,13 @@ impl Decoder {
     pub fn forward(&self, z: Tensor<4>) -> Tensor<4> {
         let mut x = layers::conv2d(&self.conv_in, z);
         x = self.mid_block.forward(x);
-        // Whole tensors while every activation fits one buffer; row bands from the first up
-        // block whose activations would not (at 512×512 in f32: the last two), to the end.
+        // Whole tensors while every activation fits one band; row bands from the first up
+        // block whose activations would not (at 512×512 in f32: the last three), to the end.
         let mut bands: Option<Bands> = None;
         for block in &self.up_blocks {
             let dims = bands.as_ref().map_or_else(|| x.dims(), Bands::largest_dims);
-            let n = bands_needed(block.peak_elements(dims), dims[2], self.max_buffer_bytes);
+            let limit = self.max_buffer_bytes.min(BAND_BYTES);
+            let n = bands_needed(block.peak_elements(dims), dims[2], limit);
             bands = match bands.take() {
                 Some(b) => Some(block.forward_bands(b.refine(n))),
                 None if n > 1 => Some(block.forward_bands(Bands::split(x.clone(), n))),
@@ -277,9 +283,7 @@ impl Decoder {
         }
         match bands {
             Some(b) => b
-                .group_norm(&self.conv_norm_out)
-                .silu()
-                .conv(&self.conv_out)
+                .norm_silu_conv(&self.conv_norm_out, &self.conv_out)
                 .merge(),
             None => layers::conv2d(
                 &self.conv_out,
