@@ -61,7 +61,7 @@ else
   LATENT=64
   ARCH=()
   WARM=()
-  CONFIGS=("f16c-recompute" "f16c-recompute-top" "f16c-autodiff" "f16-recompute" "f16-recompute-top" "f32-recompute")
+  CONFIGS=("f16c-recompute" "f16c-recompute-top" "f16c-autodiff" "f16c-recompute-chunked" "f16-recompute" "f16-recompute-top" "f32-recompute")
   # The Vulkan loader and the Python packages the machine lacks (prepared with --prepare).
   if ! ldconfig -p | grep -q libvulkan && ls "$KIT"/debs/*.deb >/dev/null 2>&1; then
     for f in "$KIT"/debs/*.deb; do dpkg -x "$f" /; done
@@ -83,6 +83,8 @@ for config in "${CONFIGS[@]}"; do
   extra=(--precision f32)
   [ "$weights" = f32 ] && extra+=(--f32-weights)
   [ "$weights" = f16c ] && extra=(--precision f16)
+  # "-chunked": attention by chunks with materialised scores (what the fused kernels save).
+  if [ "${plan%-chunked}" != "$plan" ]; then plan="${plan%-chunked}"; extra+=(--chunked-attention); fi
   echo "::: ours $config" >&2
   "$BIN" bench-synthetic --latent "$LATENT" --device wgpu "${ARCH[@]}" "${WARM[@]}" \
     --backward-plan "$plan" "${extra[@]}" --json > "$OUTDIR/ours-$config.json"

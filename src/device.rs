@@ -78,6 +78,19 @@ pub fn training(device: &burn::tensor::Device) -> burn::tensor::Device {
     device.clone().autodiff().gradient_checkpointing()
 }
 
+/// Whether `device` (or the device an autodiff device wraps) is burn-flex.
+pub fn is_cpu_device(device: &burn::tensor::Device) -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        device.clone().inner() == burn::tensor::Device::flex()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = device;
+        false
+    }
+}
+
 /// The pure-Rust CPU device (reference results in tests): burn-flex with SIMD kernels on
 /// rayon's pool, one thread per core unless `RAYON_NUM_THREADS` says otherwise; the name says
 /// how many threads it has.

@@ -156,12 +156,13 @@ fn choose_backward_plan(models: &mut Models, config: &DragConfig, (w, h): (usize
     let lora_side = config.lora.resolution / 8;
     let latent_pixels = ((w / 8) * (h / 8)).max(lora_side * lora_side);
     let f16_weights = models.unet.conv_in.weight.val().dtype() == burn::tensor::DType::F16;
-    models.unet.backward_plan = crate::exec::plan::plan_for_budget(
-        models.memory_budget,
-        latent_pixels,
+    let setting = crate::exec::plan::Setting {
         f16_weights,
-        models.precision,
-    );
+        precision: models.precision,
+        attention: crate::kernels::flash_attention::AttentionKernel::on(&models.device),
+    };
+    models.unet.backward_plan =
+        crate::exec::plan::plan_for_budget(models.memory_budget, latent_pixels, setting);
 }
 
 /// [`run_edit`] that reuses (and fills) `cache`: a re-edit of the same image with the same

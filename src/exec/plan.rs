@@ -12,6 +12,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::kernels::flash_attention::AttentionKernel;
 use crate::kernels::precision::Precision;
 use crate::models::unet_2d_condition::BackwardPlan;
 
@@ -20,15 +21,39 @@ const GIB: f64 = (1u64 << 30) as f64;
 /// Latent pixels of a 512×512 edit, where the needs below were measured.
 const MEASURED_LATENT_PIXELS: f64 = 64.0 * 64.0;
 
-/// GiB needed at 512×512 per plan (recompute, recompute-top, autodiff), and the part that does
-/// not scale with the image (the UNet's, VAE's and CLIP's weights): with f16 weights and f16
-/// compute (measured 2.46 / 4.79 / 10.29 GiB), f16 weights and f32 compute (2.66 / 7.16 /
-/// 12.29 GiB), and f32 weights on an adapter without shader-f16 (4.24 GiB for recompute; the
-/// other two measured before transformers were recomputed in bands, `bench-unet` plus the VAE
-/// and CLIP: upper bounds).
-const NEED_F16_COMPUTE: ([f64; 3], f64) = ([2.9, 5.2, 10.7], 2.0);
-const NEED_F16_WEIGHTS: ([f64; 3], f64) = ([3.1, 7.6, 12.7], 2.0);
-const NEED_F32: ([f64; 3], f64) = ([4.7, 9.6, 13.2], 4.0);
+/// What one setting needs at 512×512: GiB per plan (recompute, recompute-top, autodiff) with
+/// the fused attention kernels and with chunked attention (the CPU device, burn's `fusion`
+/// feature), and the part that does not scale with the image (the UNet's, VAE's and CLIP's
+/// weights).
+struct Needs {
+    fused: [f64; 3],
+    chunked: [f64; 3],
+    fixed: f64,
+}
+
+/// f16 weights and f16 compute. Measured, fused: 2.47 / 4.55 / 5.80 GiB; chunked: 2.46 / 4.79 /
+/// 10.29 GiB (plain autodiff kept every 4096² probability matrix). Each need is the measured
+/// peak plus 0.4 GiB, rounded up.
+const NEED_F16_COMPUTE: Needs = Needs {
+    fused: [2.9, 5.0, 6.2],
+    chunked: [2.9, 5.2, 10.7],
+    fixed: 2.0,
+};
+/// f16 weights, f32 compute. Measured, fused: 2.67 / 6.98 / 8.55 GiB; chunked: 2.66 / 7.16 /
+/// 12.29 GiB.
+const NEED_F16_WEIGHTS: Needs = Needs {
+    fused: [3.1, 7.4, 9.0],
+    chunked: [3.1, 7.6, 12.7],
+    fixed: 2.0,
+};
+/// f32 weights (an adapter without shader-f16). Measured, fused: 4.24 / 7.62 / 9.12 GiB;
+/// chunked: 4.24 GiB for recompute, the other two measured before transformers were recomputed
+/// in bands (`bench-unet` plus the VAE and CLIP: upper bounds).
+const NEED_F32: Needs = Needs {
+    fused: [4.7, 8.1, 9.6],
+    chunked: [4.7, 9.6, 13.2],
+    fixed: 4.0,
+};
 
 /// A memory budget for the edit's device: `auto` (unknown: the least-memory plan) or a size.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -78,24 +103,36 @@ impl fmt::Display for MemoryBudget {
     }
 }
 
+/// What the edit's device runs, besides the plan: the weights' and the compute's dtypes and
+/// how attention runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Setting {
+    /// Weights held in f16 (fp16 files on an adapter with f16 storage).
+    pub f16_weights: bool,
+    /// The UNet's compute dtype.
+    pub precision: Precision,
+    /// Fused attention kernels or chunks.
+    pub attention: AttentionKernel,
+}
+
 /// The estimated peak device memory of an edit whose largest gradient pass runs on a latent of
-/// `latent_pixels` (h·w) with `plan`, weights held in f16 or not, computing in `precision`.
-pub fn estimated_need(
-    plan: BackwardPlan,
-    latent_pixels: usize,
-    f16_weights: bool,
-    precision: Precision,
-) -> u64 {
-    let (needs, fixed) = match (f16_weights, precision) {
-        (true, Precision::F16) => NEED_F16_COMPUTE,
-        (true, Precision::F32) => NEED_F16_WEIGHTS,
-        (false, _) => NEED_F32,
+/// `latent_pixels` (h·w) with `plan` in `setting`.
+pub fn estimated_need(plan: BackwardPlan, latent_pixels: usize, setting: Setting) -> u64 {
+    let needs = match (setting.f16_weights, setting.precision) {
+        (true, Precision::F16) => &NEED_F16_COMPUTE,
+        (true, Precision::F32) => &NEED_F16_WEIGHTS,
+        (false, _) => &NEED_F32,
+    };
+    let per_plan = match setting.attention {
+        AttentionKernel::Fused => needs.fused,
+        AttentionKernel::Chunked => needs.chunked,
     };
     let index = BackwardPlan::ALL
         .iter()
         .position(|p| *p == plan)
         .expect("every plan is listed");
-    let scaled = fixed + (needs[index] - fixed) * latent_pixels as f64 / MEASURED_LATENT_PIXELS;
+    let fixed = needs.fixed;
+    let scaled = fixed + (per_plan[index] - fixed) * latent_pixels as f64 / MEASURED_LATENT_PIXELS;
     (scaled * GIB) as u64
 }
 
@@ -104,8 +141,7 @@ pub fn estimated_need(
 pub fn plan_for_budget(
     budget: MemoryBudget,
     latent_pixels: usize,
-    f16_weights: bool,
-    precision: Precision,
+    setting: Setting,
 ) -> BackwardPlan {
     let MemoryBudget::Bytes(bytes) = budget else {
         return BackwardPlan::Recompute;
@@ -113,7 +149,7 @@ pub fn plan_for_budget(
     BackwardPlan::ALL
         .into_iter()
         .rev()
-        .find(|&p| estimated_need(p, latent_pixels, f16_weights, precision) <= bytes)
+        .find(|&p| estimated_need(p, latent_pixels, setting) <= bytes)
         .unwrap_or(BackwardPlan::Recompute)
 }
 
@@ -136,56 +172,80 @@ mod tests {
         }
     }
 
+    fn setting(f16_weights: bool, precision: Precision, attention: AttentionKernel) -> Setting {
+        Setting {
+            f16_weights,
+            precision,
+            attention,
+        }
+    }
+
     #[test]
     fn the_plan_is_the_least_work_that_fits() {
+        use AttentionKernel::{Chunked, Fused};
         let at_512 = 64 * 64;
         let gib = |g: f64| MemoryBudget::Bytes((g * GIB) as u64);
-        let plan_for_budget = |b, px, f16| super::plan_for_budget(b, px, f16, Precision::F32);
-        let estimated_need = |p, px, f16| super::estimated_need(p, px, f16, Precision::F32);
+        let plan = |g: f64, px: usize, s: Setting| plan_for_budget(gib(g), px, s);
+        let f32_compute = setting(true, Precision::F32, Fused);
         assert_eq!(
-            plan_for_budget(MemoryBudget::Auto, at_512, true),
+            plan_for_budget(MemoryBudget::Auto, at_512, f32_compute),
             BackwardPlan::Recompute
         );
-        assert_eq!(
-            plan_for_budget(gib(4.0), at_512, true),
-            BackwardPlan::Recompute
-        );
-        assert_eq!(
-            plan_for_budget(gib(7.5), at_512, true),
-            BackwardPlan::Recompute
-        );
-        assert_eq!(
-            plan_for_budget(gib(10.0), at_512, true),
-            BackwardPlan::RecomputeTop
-        );
-        // f16 compute: an 8 GiB adapter keeps the graphs below full resolution, 6 GiB does not.
-        let f16 = |g, px| super::plan_for_budget(gib(g), px, true, Precision::F16);
-        assert_eq!(f16(8.0, at_512), BackwardPlan::RecomputeTop);
-        assert_eq!(f16(5.0, at_512), BackwardPlan::Recompute);
-        assert_eq!(f16(12.0, at_512), BackwardPlan::Autodiff);
-        assert_eq!(
-            plan_for_budget(gib(16.0), at_512, true),
-            BackwardPlan::Autodiff
-        );
-        // A 384×384 edit needs less: 7.5 GiB then holds the top-level recomputation.
-        assert_eq!(
-            plan_for_budget(gib(7.5), 48 * 48, true),
-            BackwardPlan::RecomputeTop
-        );
-        // Needs grow with the image and with f32 weights, and never shrink with less work.
-        for f16 in [true, false] {
-            let need = |p, px| estimated_need(p, px, f16);
-            assert!(need(BackwardPlan::Recompute, at_512) < need(BackwardPlan::Recompute, 96 * 96));
+        assert_eq!(plan(4.0, at_512, f32_compute), BackwardPlan::Recompute);
+        assert_eq!(plan(7.0, at_512, f32_compute), BackwardPlan::Recompute);
+        assert_eq!(plan(8.0, at_512, f32_compute), BackwardPlan::RecomputeTop);
+        assert_eq!(plan(10.0, at_512, f32_compute), BackwardPlan::Autodiff);
+        // A 384×384 edit needs less: 5.5 GiB then holds the top-level recomputation.
+        assert_eq!(plan(5.5, 48 * 48, f32_compute), BackwardPlan::RecomputeTop);
+        assert_eq!(plan(5.5, at_512, f32_compute), BackwardPlan::Recompute);
+        // f16 compute with fused attention: plain autodiff keeps no score matrix, so an 8 GiB
+        // adapter keeps every graph; with chunked attention it keeps the levels below the top.
+        let fused = setting(true, Precision::F16, Fused);
+        let chunked = setting(true, Precision::F16, Chunked);
+        assert_eq!(plan(8.0, at_512, fused), BackwardPlan::Autodiff);
+        assert_eq!(plan(5.5, at_512, fused), BackwardPlan::RecomputeTop);
+        assert_eq!(plan(4.0, at_512, fused), BackwardPlan::Recompute);
+        assert_eq!(plan(8.0, at_512, chunked), BackwardPlan::RecomputeTop);
+        assert_eq!(plan(5.0, at_512, chunked), BackwardPlan::Recompute);
+        assert_eq!(plan(12.0, at_512, chunked), BackwardPlan::Autodiff);
+        // Needs grow with the image and with f32 weights, never shrink with less work, and
+        // fused attention never needs more than chunks.
+        for f16_weights in [true, false] {
+            for precision in [Precision::F32, Precision::F16] {
+                for attention in [Fused, Chunked] {
+                    let s = setting(f16_weights, precision, attention);
+                    let need = |p, px| estimated_need(p, px, s);
+                    assert!(
+                        need(BackwardPlan::Recompute, at_512)
+                            < need(BackwardPlan::Recompute, 96 * 96)
+                    );
+                    assert!(
+                        need(BackwardPlan::Recompute, at_512)
+                            < need(BackwardPlan::RecomputeTop, at_512)
+                    );
+                    assert!(
+                        need(BackwardPlan::RecomputeTop, at_512)
+                            < need(BackwardPlan::Autodiff, at_512)
+                    );
+                    let s_chunked = setting(f16_weights, precision, Chunked);
+                    for p in BackwardPlan::ALL {
+                        assert!(need(p, at_512) <= estimated_need(p, at_512, s_chunked));
+                    }
+                }
+            }
+        }
+        for attention in [Fused, Chunked] {
             assert!(
-                need(BackwardPlan::Recompute, at_512) < need(BackwardPlan::RecomputeTop, at_512)
-            );
-            assert!(
-                need(BackwardPlan::RecomputeTop, at_512) < need(BackwardPlan::Autodiff, at_512)
+                estimated_need(
+                    BackwardPlan::Recompute,
+                    at_512,
+                    setting(true, Precision::F32, attention)
+                ) < estimated_need(
+                    BackwardPlan::Recompute,
+                    at_512,
+                    setting(false, Precision::F32, attention)
+                )
             );
         }
-        assert!(
-            estimated_need(BackwardPlan::Recompute, at_512, true)
-                < estimated_need(BackwardPlan::Recompute, at_512, false)
-        );
     }
 }

@@ -39,6 +39,7 @@
 use burn::module::Module;
 use burn::tensor::{Gradients, Tensor};
 
+use crate::kernels::flash_attention::AttentionKernel;
 use crate::kernels::precision::{self, Precision};
 use crate::models::unet_2d_blocks::Transformer2DModel;
 use crate::models::unet_2d_condition::{LayerStep, Stage, UNet2DConditionModel, UNetLayer};
@@ -415,8 +416,9 @@ impl UNet2DConditionModel {
 
 /// The row bands `(y0, rows)` a recomputed transformer's backward is split into, so that one
 /// band's self-attention scores (f32, for the softmax) fit [`BAND_SCORE_SHARE`] of the attention
-/// chunk budget: `None` when all of them do (or the transformer cannot be banded, see
-/// [`Transformer2DModel::forward_rows`]). At 512×512 the first level's 4,096-token
+/// chunk budget: `None` when all of them do, when the fused attention kernels run (they keep
+/// no scores: the transformer is recomputed whole), or when the transformer cannot be banded
+/// (see [`Transformer2DModel::forward_rows`]). At 512×512 the first level's 4,096-token
 /// self-attention has 512 MiB of scores: 16 bands of 4 rows. The keys and values are computed
 /// once for all bands; each band recomputes only GroupNorm's statistics (a few kernels).
 fn attention_bands(
@@ -424,6 +426,10 @@ fn attention_bands(
     [b, _, h, w]: [usize; 4],
 ) -> Option<Vec<(usize, usize)>> {
     let attn = &t.bandable_block()?.attn1;
+    let [_, inner] = attn.to_q.weight.dims();
+    if AttentionKernel::fuses(&attn.to_q.weight.device(), inner / attn.heads.max(1)) {
+        return None;
+    }
     let row_bytes = b * attn.heads * w * (h * w) * std::mem::size_of::<f32>();
     let rows = (attn.max_bytes / BAND_SCORE_SHARE / row_bytes.max(1)).max(1);
     if rows >= h {

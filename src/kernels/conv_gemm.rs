@@ -16,9 +16,9 @@
 //! (bit-identical on lavapipe and burn-flex in the tests below). Everything is ordinary tensor
 //! algebra, so autodiff differentiates it as it is.
 
+use burn::tensor::Tensor;
 use burn::tensor::module;
 use burn::tensor::ops::{ConvOptions, PadMode};
-use burn::tensor::{Device, Tensor};
 
 /// Largest column matrix built at once, in bytes. Transient (freed after its band's
 /// multiplication); small enough to leave the editor's memory peaks unchanged, large enough
@@ -35,23 +35,10 @@ pub fn conv2d(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    if on_cpu_device(&x.device()) {
+    if crate::device::is_cpu_device(&x.device()) {
         module::conv2d(x, weight, bias, options)
     } else {
         conv2d_by_matmul(x, weight, bias, options, COLUMN_BYTES)
-    }
-}
-
-/// Whether `device` (or the device an autodiff device wraps) is burn-flex.
-fn on_cpu_device(device: &Device) -> bool {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        device.clone().inner() == Device::flex()
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        let _ = device;
-        false
     }
 }
 
@@ -130,7 +117,7 @@ pub fn conv2d_by_matmul(
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
-    use burn::tensor::{Distribution, TensorData};
+    use burn::tensor::{Device, Distribution, TensorData};
 
     fn max_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
         let a = a.into_data().try_to_vec::<f32>().unwrap();

@@ -5,6 +5,8 @@
 //! - [`precision`]: the UNet's compute dtype — f32, or f16 with f32 where precision needs it —
 //!   and the casts between them;
 //! - [`conv_gemm`]: stride-1 convolutions as im2col + matrix multiplication in row bands;
+//! - [`flash_attention`]: fused attention forward and backward on the wgpu device (online
+//!   softmax; no score matrix);
 //! - [`row_bands`]: an activation held as bands of rows, with exact halo convolutions and
 //!   GroupNorm statistics over all bands (the VAE decoder's large levels);
 //! - [`statistics`]: GroupNorm mean/variance as trees of short sums, exact at any group size;
@@ -13,6 +15,7 @@
 //! Nothing here imports `models`; the models' banded forwards live in their own files.
 
 pub mod conv_gemm;
+pub mod flash_attention;
 pub mod layers;
 pub mod precision;
 pub mod row_bands;

@@ -15,7 +15,7 @@ use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
-use crate::kernels::{layers, precision};
+use crate::kernels::{flash_attention, layers, precision};
 use crate::perf::{profiler, work};
 
 /// Default byte budget for one attention score chunk: WebGPU's default
@@ -51,8 +51,9 @@ pub fn attention_chunks(
     }
 }
 
-/// Multi-head scaled dot-product attention, `softmax(q·kᵀ/√d [+ causal mask])·v`, computed in
-/// chunks so that no score tensor exceeds `max_bytes`.
+/// Multi-head scaled dot-product attention, `softmax(q·kᵀ/√d [+ causal mask])·v`: by the fused
+/// kernels on the wgpu device ([`flash_attention`]: no score tensor at all), else in chunks so
+/// that no score tensor exceeds `max_bytes`.
 ///
 /// q: `[b, n, heads·d]`, k: `[b, m, heads·d]`, v: `[b, m, heads·d_v]` → `[b, n, heads·d_v]`.
 /// `causal` masks key `j > i` for query `i` (CLIP's text transformer).
@@ -67,12 +68,15 @@ pub fn scaled_dot_product_attention(
     // QKᵀ: 2·b·n·m·(heads·d); ·V: 2·b·n·m·(heads·d_v).
     let ([b, n, inner], [_, m, _], [_, _, inner_v]) = (q.dims(), k.dims(), v.dims());
     work::add(work::matmul_flops(b * n, m, inner + inner_v));
+    let scale = 1.0 / ((inner / heads.max(1)) as f64).sqrt();
     profiler::op("attention core (QKᵀ, softmax, ·V)", &q.device(), || {
-        chunked_attention(q, k, v, heads, causal, max_bytes)
+        flash_attention::attention(q.clone(), k.clone(), v.clone(), heads, scale, causal)
+            .unwrap_or_else(|| chunked_attention(q, k, v, heads, causal, max_bytes))
     })
 }
 
-/// [`scaled_dot_product_attention`]'s body.
+/// [`scaled_dot_product_attention`] in chunks of whole heads or query rows (the CPU device, the
+/// VAE's wide head, and wherever the fused kernels decline).
 fn chunked_attention(
     q: Tensor<3>,
     k: Tensor<3>,

@@ -12,6 +12,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use serde::Serialize;
 
 use crate::clock::now_ms;
+use crate::kernels::flash_attention::{self, AttentionKernel, ChunkedOnly};
 use crate::kernels::precision::Precision;
 use crate::models::attention::attention_budget;
 use crate::models::clip::ClipTextConfig;
@@ -108,6 +109,8 @@ pub struct UNetBenchReport {
     pub f16_weights: bool,
     /// The UNet's compute dtype.
     pub precision: Precision,
+    /// How attention ran: fused kernels or chunks.
+    pub attention: AttentionKernel,
     /// Forward (weights are initialised lazily during the first, so it is not timed as a phase),
     /// then a timed forward, then a timed forward + backward to the latent.
     pub phases: Vec<PhaseReport>,
@@ -134,6 +137,9 @@ pub struct BenchOptions {
     /// The UNet's compute dtype in the phases the editor runs it in (LoRA, motion supervision,
     /// MasaCtrl denoising; inversion and the reference trajectory are f32, as in an edit).
     pub precision: Precision,
+    /// Every attention by chunks with materialised scores, even where the fused kernels
+    /// apply (`kernels::flash_attention`): to measure what they save.
+    pub chunked_attention: bool,
 }
 
 /// A memory-only measurement: while it lives, cubecl compiles every kernel launch and drops it
@@ -176,6 +182,13 @@ impl BenchOptions {
     /// The memory-only measurement these options ask for, if any (held for the whole run).
     fn plan(&self) -> Result<Option<MemoryPlan>> {
         self.dry_run.then(MemoryPlan::start).transpose()
+    }
+
+    /// The attention these options ask for on `device`, and the guard that keeps the fused
+    /// kernels off while it lives when they ask for chunks.
+    fn attention(&self, device: &Device) -> (AttentionKernel, Option<ChunkedOnly>) {
+        let guard = self.chunked_attention.then(flash_attention::chunked_only);
+        (AttentionKernel::on(device), guard)
     }
 
     /// Whether weights are held in f16, as the editor holds fp16 files on `device` (see
@@ -265,6 +278,7 @@ pub async fn unet_sd15(
 ) -> Result<UNetBenchReport> {
     options.check()?;
     let _plan = options.plan()?;
+    let (attention, _attention_guard) = options.attention(device);
     let latent_size = options.latent_size;
     let config = UNet2DConditionConfig::default();
     let budget = attention_budget(max_binding);
@@ -351,6 +365,7 @@ pub async fn unet_sd15(
         latent_size,
         f16_weights,
         precision: options.precision,
+        attention,
         checkpointing: options.checkpointing,
         backward_plan: options.backward_plan,
         dry_run: options.dry_run,
@@ -372,6 +387,8 @@ pub struct UNetProfileReport {
     pub f16_weights: bool,
     /// The UNet's compute dtype.
     pub precision: Precision,
+    /// How attention ran: fused kernels or chunks.
+    pub attention: AttentionKernel,
     /// One forward, unprofiled, in milliseconds.
     pub forward_millis: f64,
     /// One forward + backward to the latent by layer-wise recomputation (the editor's),
@@ -400,6 +417,7 @@ pub async fn profile_unet(
             "a dry run measures memory only; profile a real run".into(),
         ));
     }
+    let (attention, _attention_guard) = options.attention(device);
     let latent_size = options.latent_size;
     let config = &model.unet;
     let device = autodiff_device(device, options.checkpointing);
@@ -441,6 +459,7 @@ pub async fn profile_unet(
         latent_size,
         f16_weights,
         precision: options.precision,
+        attention,
         forward_millis,
         forward_backward_millis,
         profiled_forward_millis,
@@ -603,6 +622,8 @@ pub struct EditBenchReport {
     pub f16_weights: bool,
     /// The UNet's compute dtype in the LoRA, supervision and denoising phases.
     pub precision: Precision,
+    /// How attention ran: fused kernels or chunks.
+    pub attention: AttentionKernel,
     /// Latent size (64 for 512×512).
     pub latent_size: usize,
     /// Whether gradient checkpointing was on.
@@ -667,6 +688,7 @@ pub async fn edit_synthetic(
     } = options;
     options.check()?;
     let _plan = options.plan()?;
+    let (attention, _attention_guard) = options.attention(device);
     let passes = if warm_up { 2 } else { 1 };
     let device = autodiff_device(device, checkpointing);
     let budget = attention_budget(max_binding);
@@ -889,6 +911,7 @@ pub async fn edit_synthetic(
         unet_parameters,
         f16_weights,
         precision: options.precision,
+        attention,
         latent_size,
         checkpointing,
         backward_plan: options.backward_plan,

@@ -26,6 +26,10 @@ struct BenchRequest {
     /// `f16`.
     #[serde(default)]
     precision: crate::kernels::precision::PrecisionChoice,
+    /// Every attention by chunks with materialised scores instead of the fused kernels (to
+    /// measure what they save).
+    #[serde(default)]
+    chunked_attention: bool,
     /// Run each phase twice and time the second (default on); off, one run whose time
     /// includes compiling the GPU programs (memory is unaffected).
     #[serde(default = "default_warm_up")]
@@ -58,7 +62,8 @@ fn default_warm_up() -> bool {
 
 /// Runs every phase of the default edit once on random weights and resolves to
 /// `{ adapter, report }` (see `EditBenchReport`). `request`: `{ latent?: 64, checkpointing?:
-/// true, backwardPlan?: "recompute", precision?: "auto" | "f32" | "f16", warmUp?: true, name?,
+/// true, backwardPlan?: "recompute", precision?: "auto" | "f32" | "f16", chunkedAttention?:
+/// false, warmUp?: true, name?,
 /// unetConfig?, vaeConfig?, textEncoderConfig? }` (configs as JSON text; all three or none).
 /// `onProgress` receives a line before each run; `cancelEdit()` stops it between runs.
 #[wasm_bindgen(js_name = benchSynthetic)]
@@ -100,6 +105,7 @@ pub async fn bench_synthetic(
         dry_run: false,
         f32_weights: false,
         precision: request.precision.resolve(&adapter).map_err(js_error)?,
+        chunked_attention: request.chunked_attention,
     };
     let result = edit_synthetic(
         &dev,

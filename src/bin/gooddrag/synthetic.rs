@@ -58,6 +58,10 @@ pub struct BenchFlags {
     /// lavapipe.
     #[arg(long)]
     dry_run: bool,
+    /// Every attention by chunks with materialised scores, even where the fused kernels apply
+    /// (to measure what they save; the CPU device always uses chunks).
+    #[arg(long)]
+    chunked_attention: bool,
 }
 
 /// The flags of `bench-synthetic` and `profile-unet`.
@@ -116,6 +120,7 @@ impl BenchFlags {
             dry_run: self.dry_run,
             f32_weights: self.f32_weights,
             precision: self.precision.resolve(adapter)?,
+            chunked_attention: self.chunked_attention,
         })
     }
 }
@@ -252,9 +257,10 @@ fn print_edit_phases(report: &synthetic::EditBenchReport, adapter: &str) {
     );
     println!(
         "UNet matrices and kernels held in {}; compute in {} (LoRA, supervision, denoising; \
-         inversion and reference in f32)",
+         inversion and reference in f32); attention {:?}",
         weights_dtype(report.f16_weights),
-        report.precision
+        report.precision,
+        report.attention
     );
     println!(
         "extrapolated default edit: {:.1} s on {adapter}{}",
@@ -299,10 +305,11 @@ pub fn bench_unet(args: BenchUnetArgs) -> Result<()> {
 /// The UNet benchmark's settings, its phases as a table, and how to read the memory columns.
 fn print_unet_phases(report: &synthetic::UNetBenchReport, adapter: &device::AdapterReport) {
     println!(
-        "SD 1.5 UNet, {} parameters, latent {l}×{l}, weights {}, compute {}, attention chunk budget {:.0} MiB, gradient checkpointing {}, on {}{}",
+        "SD 1.5 UNet, {} parameters, latent {l}×{l}, weights {}, compute {}, attention {:?} (chunk budget {:.0} MiB), gradient checkpointing {}, on {}{}",
         report.parameters,
         weights_dtype(report.f16_weights),
         report.precision,
+        report.attention,
         mib(report.attention_budget_bytes as u64),
         if report.checkpointing { "on" } else { "off" },
         adapter.name,
@@ -400,11 +407,12 @@ pub fn profile_unet(args: SyntheticRunArgs) -> Result<()> {
 fn print_profile(report: &synthetic::UNetProfileReport, adapter: &str) {
     let total = report.profiled_forward_millis;
     println!(
-        "{} UNet, latent {l}×{l}, weights in {}, compute {}, on {adapter}: forward {:.0} ms, \
-         forward + backward (recomputation) {:.0} ms; profiled forward {:.0} ms",
+        "{} UNet, latent {l}×{l}, weights in {}, compute {}, attention {:?}, on {adapter}: \
+         forward {:.0} ms, forward + backward (recomputation) {:.0} ms; profiled forward {:.0} ms",
         report.model,
         weights_dtype(report.f16_weights),
         report.precision,
+        report.attention,
         report.forward_millis,
         report.forward_backward_millis,
         total,
