@@ -8,11 +8,12 @@
 //! - foundations: [`error`], [`progress`], [`clock`], [`rng`], [`tensor_io`], [`device`],
 //!   [`image`], [`pickle`] (restricted Python pickles: DragBench metadata, PyTorch `.pth`), [`optim`] (PyTorch-exact Adam(W) on plain tensors), [`perf::profiler`]
 //!   (instrumentation scopes, a leaf);
-//! - [`kernels`]: the layers' entry points and the kernels under them (f16 weights, convolution
-//!   as matrix multiplications, row bands);
+//! - [`kernels`]: the layers' entry points and the kernels under them (f16 weights and compute,
+//!   convolution as matrix multiplications, fused attention, row bands);
 //! - [`models`] (one file per diffusers model file), [`schedulers`], [`weights`], and the LoRA
 //!   adapters and their files ([`lora`]);
-//! - [`exec`]: strategies that walk a whole model (the recomputing backward);
+//! - [`exec`]: strategies that walk a whole model (the recomputing backward) and the plan chosen
+//!   from a memory budget;
 //! - the method: [`model_set`] (one model's networks, assembled), [`lora::train`] (fine-tuning,
 //!   through `exec`), [`pipeline`], [`drag`], [`edit`];
 //! - tooling over the method: [`eval`] (datasets, metrics), [`imageio`] (image files, native),
