@@ -7,7 +7,8 @@
 //!
 //! Prompt embeddings are cached while the model stays loaded ([`PromptCache`]): the text encoder
 //! runs once per distinct prompt (the empty one included), not once per edit or per benchmark
-//! sample.
+//! sample. Between those runs its weights wait in host memory ([`HostModule`]) instead of
+//! taking ≈ 0.23 GiB of GPU memory through every later phase of an edit.
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
@@ -21,6 +22,7 @@ use crate::models::tokenizer::ClipTokenizer;
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use crate::schedulers::DdimSchedulerConfig;
+use crate::weights::HostModule;
 
 /// The loaded networks of one diffusers model, on one (autodiff) device.
 pub struct Models {
@@ -28,8 +30,8 @@ pub struct Models {
     pub unet: UNet2DConditionModel,
     /// The VAE.
     pub vae: AutoencoderKL,
-    /// CLIP text encoder.
-    pub text_encoder: ClipTextModel,
+    /// CLIP text encoder, in host memory; uploaded for each prompt not in the cache.
+    pub text_encoder: HostModule<ClipTextModel>,
     /// CLIP tokenizer.
     pub tokenizer: ClipTokenizer,
     /// `scheduler/scheduler_config.json` (defaults when absent).
@@ -120,8 +122,10 @@ impl Models {
         Ok(Self {
             unet: UNet2DConditionConfig::from_json(&files.unet_config)?.init(budget, &device)?,
             vae: AutoencoderKLConfig::from_json(&files.vae_config)?.init(budget, &device)?,
-            text_encoder: ClipTextConfig::from_json(&files.text_encoder_config)?
-                .init(budget, &device)?,
+            text_encoder: HostModule::new(
+                ClipTextConfig::from_json(&files.text_encoder_config)?.init(budget, &device)?,
+                Default::default(),
+            ),
             tokenizer: ClipTokenizer::from_files_content_with_config(
                 &files.vocab,
                 &files.merges,
@@ -145,7 +149,9 @@ impl Models {
         let ids = self
             .tokenizer
             .encode_padded(prompt, self.tokenizer.model_max_length());
-        let value = self.text_encoder.forward(&[ids])?.detach();
+        // Uploaded for this prompt only: dropped (its device memory freed) on return.
+        let text_encoder = self.text_encoder.upload().no_grad();
+        let value = text_encoder.forward(&[ids])?.detach();
         self.prompts.insert(prompt, value.clone());
         Ok(value)
     }
@@ -156,7 +162,8 @@ impl Models {
         Models {
             unet: self.unet.no_grad(),
             vae: self.vae.no_grad(),
-            text_encoder: self.text_encoder.no_grad(),
+            // No gradients: `embed_prompt` detaches each upload.
+            text_encoder: self.text_encoder,
             tokenizer: self.tokenizer,
             scheduler: self.scheduler,
             device: self.device,
@@ -176,7 +183,8 @@ mod load_dir {
 
     use super::{ModelFiles, Models};
     use crate::error::{Error, Result};
-    use crate::weights::load::{Component, load_safetensors_file};
+    use crate::weights::HostModule;
+    use crate::weights::load::{Component, load_safetensors_file, read_weights_file};
 
     fn read(path: &Path) -> Result<String> {
         std::fs::read_to_string(path).map_err(|e| {
@@ -246,8 +254,13 @@ mod load_dir {
             let te_file = weights_file(&dir.join("text_encoder"), "model")?;
             models.unet = load_safetensors_file(models.unet, Component::Unet, &unet_file)?;
             models.vae = load_safetensors_file(models.vae, Component::Vae, &vae_file)?;
-            models.text_encoder =
-                load_safetensors_file(models.text_encoder, Component::TextEncoder, &te_file)?;
+            let (name, bytes) = read_weights_file(&te_file)?;
+            models.text_encoder = HostModule::load(
+                models.text_encoder.into_module(),
+                Component::TextEncoder,
+                &name,
+                &bytes,
+            )?;
             Ok(models.frozen())
         }
     }

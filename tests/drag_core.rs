@@ -490,6 +490,44 @@ fn re_edit_reuses_the_lora_and_the_inversion_with_the_same_result() {
 }
 
 #[test]
+fn the_text_encoder_holds_no_device_memory_between_prompts() {
+    let Ok((device, _)) = device::wgpu() else {
+        eprintln!("SKIPPED: no wgpu adapter (lavapipe) on this machine");
+        return;
+    };
+    let m = models(&device);
+    let in_use = || {
+        device
+            .memory_pool_usage()
+            .expect("the wgpu device reports its pools")
+            .bytes_in_use
+    };
+    let host = m.text_encoder.host_bytes() as u64;
+    assert!(host > 0, "the loaded text encoder waits in host memory");
+    let before = in_use();
+    let embedding = m.embed_prompt("a cat").unwrap();
+    let values = pollster::block_on(read_f32(embedding.clone())).unwrap();
+    assert!(values.iter().all(|v| v.is_finite()));
+    // Only the cached embedding stays on the device; the weights went with the upload.
+    let grown = in_use().saturating_sub(before);
+    let embedding_bytes = 4 * values.len() as u64;
+    assert!(
+        grown <= embedding_bytes + 4096,
+        "{grown} bytes stayed on the device after the prompt ({embedding_bytes} for the \
+         embedding, {host} for CLIP's weights)"
+    );
+    // Later uploads give the same values (the host copy is not consumed): evict "a cat", then
+    // encode it again.
+    for i in 0..gooddrag::model_set::PromptCache::CAPACITY {
+        m.embed_prompt(&format!("prompt {i}")).unwrap();
+    }
+    let runs = m.prompts.encoder_runs();
+    let again = pollster::block_on(read_f32(m.embed_prompt("a cat").unwrap())).unwrap();
+    assert_eq!(m.prompts.encoder_runs(), runs + 1, "encoded again");
+    assert_eq!(again, values);
+}
+
+#[test]
 fn prompt_embeddings_are_encoded_once_and_the_least_recent_is_evicted() {
     let device = device::cpu().0;
     let m = models(&device);

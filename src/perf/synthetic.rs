@@ -699,10 +699,12 @@ pub async fn edit_synthetic(
     let unet_parameters = unet.num_params();
     let cross_dim = cross_attention_dim(&model.unet);
     let vae = held(model.vae.init(budget, &device)?.no_grad(), f16_weights);
-    let text_encoder = held(
-        model.text_encoder.init(budget, &device)?.no_grad(),
-        f16_weights,
-    );
+    // In host memory between prompts, as the editor holds it (`weights::host`).
+    let text_encoder = crate::weights::HostModule::read_back(
+        model.text_encoder.init(budget, &device)?,
+        held(model.text_encoder.init(budget, &device)?, f16_weights),
+    )
+    .await?;
     // The default edit's settings (docs/ALGORITHM.md §1.19).
     let defaults = crate::drag::DragConfig::default();
     let sched = DdimScheduler::new(DdimSchedulerConfig::default(), 50)?;
@@ -764,11 +766,11 @@ pub async fn edit_synthetic(
         }};
     }
 
-    // The prompt through CLIP (once per edit; the model stays resident, as in the editor).
+    // The prompt through CLIP (once per new prompt; uploaded for it, as in the editor).
     let vocab = model.text_encoder.vocab_size as u32;
     let ids = vec![(0..77u32).map(|i| i % vocab).collect::<Vec<_>>()];
     measure!("CLIP text encoder (the prompt)", 1, {
-        ehs = text_encoder.forward(&ids)?;
+        ehs = text_encoder.upload().no_grad().forward(&ids)?;
         read_f32(ehs.clone().sum()).await?;
     });
 

@@ -29,6 +29,7 @@ use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::vae::AutoencoderKL;
 use crate::progress::Cancel;
 use crate::schedulers::DdimSchedulerConfig;
+use crate::weights::HostModule;
 use crate::weights::load::{Component, WeightLoader};
 use crate::weights::{Chunk, Header, MAX_CHUNK_BYTES, chunk_tensors, plan_chunks};
 
@@ -126,7 +127,7 @@ pub fn begin_model(files: JsValue) -> Result<(), JsValue> {
     MODEL.set(ModelState::Loading(Box::new(Loading {
         unet: Part::new(unet),
         vae: Part::new(vae),
-        text_encoder: Part::new(text_encoder),
+        text_encoder: Part::new(text_encoder.into_module()),
         tokenizer,
         scheduler,
         device,
@@ -194,7 +195,13 @@ fn plan<M: Module>(
         .take()
         .or_else(|| p.loader.take().map(|l| l.into_module()))
         .ok_or_else(|| invalid("model part already finished"))?;
-    p.loader = Some(WeightLoader::new(module, comp, header.file_label()));
+    let loader = WeightLoader::new(module, comp, header.file_label());
+    // The text encoder waits in host memory between prompts (`weights::host`).
+    p.loader = Some(if comp == Component::TextEncoder {
+        loader.on_host()
+    } else {
+        loader
+    });
     p.loaded = vec![false; chunks.len()];
     let out: Vec<serde_json::Value> = chunks
         .iter()
@@ -255,7 +262,8 @@ pub fn load_weights_chunk(part: &str, index: usize, bytes: &[u8]) -> Result<(), 
     })
 }
 
-fn finish<M: Module>(p: &mut Part<M>, name: &str) -> Result<M, JsValue> {
+/// The part's loaded module, in host memory for a loader `on_host`, else on the device.
+fn finish<M: Module>(p: &mut Part<M>, name: &str) -> Result<HostModule<M>, JsValue> {
     if let Some(missing) = p.loaded.iter().position(|l| !l) {
         return Err(invalid(format!("{name}: chunk {missing} was never loaded")));
     }
@@ -263,7 +271,7 @@ fn finish<M: Module>(p: &mut Part<M>, name: &str) -> Result<M, JsValue> {
         .loader
         .take()
         .ok_or_else(|| invalid(format!("{name}: no weights were planned")))?;
-    loader.finish().map_err(js_error)
+    loader.finish_on_host().map_err(js_error)
 }
 
 /// Completes the model; edits can run afterwards.
@@ -271,8 +279,8 @@ fn finish<M: Module>(p: &mut Part<M>, name: &str) -> Result<M, JsValue> {
 pub fn finish_model() -> Result<(), JsValue> {
     let models = with_loading(|l| {
         Ok(Models {
-            unet: finish(&mut l.unet, "unet")?,
-            vae: finish(&mut l.vae, "vae")?,
+            unet: finish(&mut l.unet, "unet")?.into_module(),
+            vae: finish(&mut l.vae, "vae")?.into_module(),
             text_encoder: finish(&mut l.text_encoder, "text_encoder")?,
             tokenizer: l.tokenizer.clone(),
             scheduler: l.scheduler.clone(),

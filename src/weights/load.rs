@@ -26,6 +26,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 
 use super::convert::tensor_to_f32;
+use super::host::HostModule;
 use super::plan::{MAX_CHUNK_BYTES, plan_chunks};
 use super::reader::chunk_tensors;
 use super::safetensors::{Dtype, Header, TensorInfo};
@@ -139,15 +140,15 @@ struct Collector {
     slots: BTreeMap<String, Slot>,
 }
 
-impl Collector {
-    fn path(&self) -> String {
-        self.stack
-            .iter()
-            .filter(|(_, container)| !container.starts_with("Enum:"))
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>()
-            .join(".")
-    }
+/// A parameter's module path from the visitor's stack of `(name, container type)`: names
+/// `.`-joined, enum variants left out (they are not part of the weight keys).
+pub(crate) fn module_path(stack: &[(String, String)]) -> String {
+    stack
+        .iter()
+        .filter(|(_, container)| !container.starts_with("Enum:"))
+        .map(|(name, _)| name.as_str())
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 impl ModuleVisitor for Collector {
@@ -161,7 +162,7 @@ impl ModuleVisitor for Collector {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let path = self.path();
+        let path = module_path(&self.stack);
         let shape = param.lazy_shape().to_vec();
         let n = self.stack.len();
         let last = self.stack.last().cloned().unwrap_or_default();
@@ -219,13 +220,26 @@ fn replace_last(path: &str, last: &str) -> String {
     }
 }
 
-/// Replaces the parameters whose paths are in `pending` with uploaded tensors.
-struct Setter {
+/// Replaces each parameter for which `source` yields data (looked up by module path) with
+/// that data uploaded to the parameter's device; the others are left as they are.
+pub(crate) struct Setter<'a> {
     stack: Vec<(String, String)>,
-    pending: HashMap<String, TensorData>,
+    source: &'a mut dyn FnMut(&str) -> Option<TensorData>,
+    /// Parameters replaced so far.
+    pub(crate) uploaded: usize,
 }
 
-impl ModuleMapper for Setter {
+impl<'a> Setter<'a> {
+    pub(crate) fn new(source: &'a mut dyn FnMut(&str) -> Option<TensorData>) -> Self {
+        Self {
+            stack: Vec::new(),
+            source,
+            uploaded: 0,
+        }
+    }
+}
+
+impl ModuleMapper for Setter<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.stack
             .push((name.to_string(), container_type.to_string()));
@@ -236,17 +250,7 @@ impl ModuleMapper for Setter {
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if self.pending.is_empty() {
-            return param;
-        }
-        let path = self
-            .stack
-            .iter()
-            .filter(|(_, container)| !container.starts_with("Enum:"))
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>()
-            .join(".");
-        match self.pending.remove(&path) {
+        match (self.source)(&module_path(&self.stack)) {
             Some(data) => {
                 let device = param.lazy_device();
                 // f16 storage needs an adapter with shader-f16; elsewhere widen on the host.
@@ -260,6 +264,7 @@ impl ModuleMapper for Setter {
                 let dtype = data.dtype();
                 let tensor = Tensor::<D>::from_data(data, (&device, dtype));
                 let id = param.id;
+                self.uploaded += 1;
                 param.transform_for_load(tensor, id)
             }
             None => param,
@@ -276,6 +281,9 @@ pub struct WeightLoader<M: Module> {
     component: Component,
     file: String,
     slots: BTreeMap<String, Slot>,
+    /// Where the tensors go instead of the device, for a module kept in host memory
+    /// ([`Self::on_host`]).
+    host: Option<HashMap<String, TensorData>>,
 }
 
 impl<M: Module> WeightLoader<M> {
@@ -292,7 +300,16 @@ impl<M: Module> WeightLoader<M> {
             component,
             file: file.into(),
             slots: collector.slots,
+            host: None,
         }
+    }
+
+    /// Keeps the tensors in host memory instead of uploading them: [`Self::finish_on_host`]
+    /// then gives a [`HostModule`] that is uploaded only while it is used (the text encoder,
+    /// which runs once per new prompt). Checks and layouts are the same as on the device.
+    pub fn on_host(mut self) -> Self {
+        self.host.get_or_insert_with(HashMap::new);
+        self
     }
 
     /// The keys (file layout) and shapes the model expects, sorted by key.
@@ -406,18 +423,19 @@ impl<M: Module> WeightLoader<M> {
         if pending.is_empty() {
             return Ok(());
         }
-        let module = self.module.take().expect("module present between loads");
-        let mut setter = Setter {
-            stack: Vec::new(),
-            pending,
-        };
-        let module = module.map(&mut setter);
-        self.module = Some(module);
-        debug_assert!(
-            setter.pending.is_empty(),
-            "every collected path is visited: {:?}",
-            setter.pending.keys()
-        );
+        match &mut self.host {
+            // Kept in host memory: uploaded each time the module is used (`HostModule`).
+            Some(host) => host.extend(pending),
+            None => {
+                let expected = pending.len();
+                let module = self.module.take().expect("module present between loads");
+                let mut take = |path: &str| pending.remove(path);
+                let mut setter = Setter::new(&mut take);
+                let module = module.map(&mut setter);
+                debug_assert_eq!(setter.uploaded, expected, "every collected path is visited");
+                self.module = Some(module);
+            }
+        }
         for key in keys {
             if let Some(slot) = self.slots.get_mut(&key) {
                 slot.loaded = true;
@@ -455,8 +473,22 @@ impl<M: Module> WeightLoader<M> {
         self.module.take().expect("module present")
     }
 
-    /// The loaded module, or an error listing the weights that never arrived.
-    pub fn finish(mut self) -> Result<M> {
+    /// The loaded module, or an error listing the weights that never arrived. A loader
+    /// [`on_host`](Self::on_host) uploads its tensors now.
+    pub fn finish(self) -> Result<M> {
+        let host = self.host.is_some();
+        let module = self.finish_on_host()?;
+        Ok(if host {
+            module.upload()
+        } else {
+            module.into_module()
+        })
+    }
+
+    /// The loaded module in host memory ([`on_host`](Self::on_host)), or an error listing the
+    /// weights that never arrived. Without `on_host` the weights are already on the device: the
+    /// result holds them there and [`HostModule::upload`] gives them back as they are.
+    pub fn finish_on_host(mut self) -> Result<HostModule<M>> {
         let missing = self.missing();
         if !missing.is_empty() {
             let examples = missing
@@ -471,7 +503,11 @@ impl<M: Module> WeightLoader<M> {
                 examples,
             });
         }
-        Ok(self.module.take().expect("module present"))
+        let module = self.module.take().expect("module present");
+        Ok(HostModule::new(
+            module,
+            self.host.take().unwrap_or_default(),
+        ))
     }
 }
 
@@ -483,13 +519,47 @@ pub fn load_safetensors<M: Module>(
     file: &str,
     bytes: &[u8],
 ) -> Result<M> {
+    let on_device = |m, c, f: String| WeightLoader::new(m, c, f);
+    filled(on_device, module, component, file, bytes)?.finish()
+}
+
+impl<M: Module> HostModule<M> {
+    /// [`load_safetensors`] into host memory ([`WeightLoader::on_host`]).
+    pub fn load(module: M, component: Component, file: &str, bytes: &[u8]) -> Result<Self> {
+        let on_host = |m, c, f: String| WeightLoader::new(m, c, f).on_host();
+        filled(on_host, module, component, file, bytes)?.finish_on_host()
+    }
+}
+
+/// A loader made by `new` with every planned chunk of the file `bytes` loaded.
+fn filled<M: Module>(
+    new: impl FnOnce(M, Component, String) -> WeightLoader<M>,
+    module: M,
+    component: Component,
+    file: &str,
+    bytes: &[u8],
+) -> Result<WeightLoader<M>> {
     let header = Header::parse_named(file, bytes, Some(bytes.len() as u64))?;
-    let mut loader = WeightLoader::new(module, component, header.file_label());
+    let mut loader = new(module, component, header.file_label());
     for chunk in plan_chunks(&header, MAX_CHUNK_BYTES) {
         let data = &bytes[chunk.start as usize..chunk.end as usize];
         loader.load_tensors(chunk_tensors(&header, &chunk, data)?)?;
     }
-    loader.finish()
+    Ok(loader)
+}
+
+/// A weights file's name (as shown in errors) and bytes, read from disk (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_weights_file(path: &std::path::Path) -> Result<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Safetensors {
+        file: format!("`{}`", path.display()),
+        problem: format!("it cannot be read ({e})"),
+    })?;
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Ok((name, bytes))
 }
 
 /// Reads and loads a safetensors file from disk (native only).
@@ -499,14 +569,7 @@ pub fn load_safetensors_file<M: Module>(
     component: Component,
     path: &std::path::Path,
 ) -> Result<M> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Safetensors {
-        file: format!("`{}`", path.display()),
-        problem: format!("it cannot be read ({e})"),
-    })?;
-    let name = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let (name, bytes) = read_weights_file(path)?;
     load_safetensors(module, component, &name, &bytes)
 }
 

@@ -14,6 +14,7 @@
 
 pub mod convert;
 pub mod deterministic;
+pub mod host;
 pub mod load;
 pub mod plan;
 pub mod pth;
@@ -23,6 +24,7 @@ pub mod tensor_file;
 pub mod write;
 
 pub use convert::{tensor_to_f32, to_f32};
+pub use host::HostModule;
 pub use load::{Component, WeightLoader, load_safetensors};
 pub use plan::{Chunk, MAX_CHUNK_BYTES, plan_chunks};
 pub use reader::{ChunkTensors, chunk_tensors, tensor_bytes};

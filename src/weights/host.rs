@@ -1,0 +1,106 @@
+//! A network whose weights wait in host memory and are uploaded only while it runs.
+//!
+//! The CLIP text encoder runs once per distinct prompt (`model_set::PromptCache`), yet held on
+//! the GPU its weights (≈ 0.23 GiB for SD 1.5 in f16, its token table f32) would sit beside the
+//! UNet through the whole edit and raise every later phase's peak — the VAE encode and decode
+//! above all (docs/ARCHITECTURE.md §3, "Memory per phase"). The official code keeps the text
+//! encoder resident in its 13 GB; a browser tab on a 4–8 GiB GPU cannot afford to. Here the
+//! loader keeps the tensors it checked and laid out ([`WeightLoader::on_host`]) and
+//! [`HostModule::upload`] builds the device module from them for one use; dropping that module
+//! gives the memory back. The values are bit for bit those an on-device load would upload (the
+//! same [`Setter`] does it), so results do not change.
+//!
+//! [`WeightLoader::on_host`]: super::WeightLoader::on_host
+
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Tensor, TensorData};
+
+use super::load::Setter;
+
+/// A module skeleton (parameters not initialised: no device memory) and its parameters' data
+/// in host memory, by module path.
+#[derive(Debug)]
+pub struct HostModule<M: Module> {
+    skeleton: M,
+    data: HashMap<String, TensorData>,
+}
+
+impl<M: Module> HostModule<M> {
+    /// `skeleton`'s parameters named in `data` are uploaded from it at each use; the others
+    /// (none, for a completely loaded module) are used as the skeleton holds them.
+    pub fn new(skeleton: M, data: HashMap<String, TensorData>) -> Self {
+        Self { skeleton, data }
+    }
+
+    /// The module on its device with every parameter uploaded from host memory; dropping it
+    /// frees that device memory. The skeleton is cloned (its lazy parameters stay
+    /// uninitialised) and the data is copied tensor by tensor, so host memory holds at most one
+    /// extra tensor at a time.
+    pub fn upload(&self) -> M {
+        let mut take = |path: &str| self.data.get(path).cloned();
+        self.skeleton.clone().map(&mut Setter::new(&mut take))
+    }
+
+    /// Bytes held in host memory.
+    pub fn host_bytes(&self) -> usize {
+        self.data.values().map(|d| d.as_bytes().len()).sum()
+    }
+
+    /// Parameters of the module (held on the host or on the device).
+    pub fn num_params(&self) -> usize {
+        self.skeleton.num_params()
+    }
+
+    /// The module as the device holds it, for one without host data: loaded onto the device,
+    /// or not loaded yet.
+    pub(crate) fn into_module(self) -> M {
+        debug_assert!(self.data.is_empty(), "host data would be lost");
+        self.skeleton
+    }
+
+    /// `skeleton` (built like `module`, parameters uninitialised) with the data of every float
+    /// parameter of `module`, read back from the device; `module` is dropped, freeing its
+    /// device memory. For benchmarks that build a network with random weights and must hold
+    /// it as the editor does. Async so that it works where reads from the GPU are (the
+    /// browser).
+    pub async fn read_back(skeleton: M, module: M) -> crate::Result<Self> {
+        struct Collect {
+            stack: Vec<(String, String)>,
+            tensors: Vec<(String, Tensor<1>, Vec<usize>)>,
+        }
+        impl ModuleVisitor for Collect {
+            fn enter_module(&mut self, name: &str, container_type: &str) {
+                self.stack
+                    .push((name.to_string(), container_type.to_string()));
+            }
+            fn exit_module(&mut self, _name: &str, _container_type: &str) {
+                self.stack.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let path = super::load::module_path(&self.stack);
+                let t = param.val();
+                let shape = t.dims().to_vec();
+                let n: usize = shape.iter().product();
+                self.tensors.push((path, t.reshape([n]), shape));
+            }
+        }
+        let mut collect = Collect {
+            stack: Vec::new(),
+            tensors: Vec::new(),
+        };
+        module.visit(&mut collect);
+        drop(module);
+        let mut data = HashMap::with_capacity(collect.tensors.len());
+        for (path, t, shape) in collect.tensors {
+            let d = t
+                .into_data_async()
+                .await
+                .map_err(|e| crate::Error::Readback(format!("{e:?}")))?;
+            let (bytes, _, dtype) = d.into_parts();
+            data.insert(path, TensorData::from_bytes(bytes, shape, dtype));
+        }
+        Ok(Self::new(skeleton, data))
+    }
+}
