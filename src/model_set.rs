@@ -150,7 +150,7 @@ impl Models {
             .tokenizer
             .encode_padded(prompt, self.tokenizer.model_max_length());
         // Uploaded for this prompt only: dropped (its device memory freed) on return.
-        let text_encoder = self.text_encoder.upload().no_grad();
+        let text_encoder = self.text_encoder.upload();
         let value = text_encoder.forward(&[ids])?.detach();
         self.prompts.insert(prompt, value.clone());
         Ok(value)
@@ -162,8 +162,7 @@ impl Models {
         Models {
             unet: self.unet.no_grad(),
             vae: self.vae.no_grad(),
-            // No gradients: `embed_prompt` detaches each upload.
-            text_encoder: self.text_encoder,
+            text_encoder: self.text_encoder.no_grad(),
             tokenizer: self.tokenizer,
             scheduler: self.scheduler,
             device: self.device,

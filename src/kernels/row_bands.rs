@@ -78,141 +78,126 @@ impl Bands {
         Tensor::cat(self.0, 2)
     }
 
+    /// The bands' dtype (f32 for an empty activation).
+    pub fn dtype(&self) -> burn::tensor::DType {
+        self.0
+            .first()
+            .map_or(burn::tensor::DType::F32, Tensor::dtype)
+    }
+
     /// `f` applied to each band (for operations that act on rows independently).
     pub fn map(self, f: impl Fn(Tensor<4>) -> Tensor<4>) -> Self {
         Self(self.0.into_iter().map(f).collect())
     }
 
-    /// Band-wise sum of two activations split the same way (a residual addition).
-    pub fn add_bands(self, other: Self) -> Self {
-        Self(
-            self.0
-                .into_iter()
-                .zip(other.0)
-                .map(|(a, b)| a + b)
-                .collect(),
-        )
-    }
-
     /// A 3×3 (or any odd k×k, stride 1, "same" padding) convolution: each band is extended by
     /// k/2 rows of its neighbours (zeros at the top and bottom of the image) and convolved
     /// without row padding.
-    pub fn conv(&self, conv: &Conv2d) -> Self {
-        self.conv_after(conv, &Prologue::None)
+    pub fn conv(self, conv: &Conv2d) -> Self {
+        self.conv_stream(conv, &Prologue::None, |_, y| y)
     }
 
     /// `conv(silu(group_norm(x)))` without the normalised activation ever existing whole: the
     /// statistics are taken over every band, then each band and its halo rows are normalised
-    /// just before their convolution. Equal to [`group_norm`](Self::group_norm) → `silu` →
-    /// [`conv`](Self::conv) (the same elementwise operations on the same rows).
-    pub fn norm_silu_conv(&self, norm: &GroupNorm, conv: &Conv2d) -> Self {
+    /// just before their convolution (the same elementwise operations on the same rows as the
+    /// whole-tensor layers).
+    pub fn norm_silu_conv(self, norm: &GroupNorm, conv: &Conv2d) -> Self {
+        self.norm_silu_conv_then(norm, conv, |_, y| y)
+    }
+
+    /// [`norm_silu_conv`](Self::norm_silu_conv) whose output bands are `finish(input band,
+    /// convolved band)`, band by band: a ResNet takes its shortcut from the input band and adds
+    /// its residual there, so that neither needs a whole activation of its own.
+    pub fn norm_silu_conv_then(
+        self,
+        norm: &GroupNorm,
+        conv: &Conv2d,
+        finish: impl FnMut(Tensor<4>, Tensor<4>) -> Tensor<4>,
+    ) -> Self {
         let (mean, var) = self.moments(norm);
         let prologue = Prologue::NormSilu {
             norm,
             mean: &mean,
             var: &var,
         };
-        self.conv_after(conv, &prologue)
+        self.conv_stream(conv, &prologue, finish)
     }
 
     /// Nearest ×2 upsampling followed by `conv`, each band upsampled just before its
     /// convolution (output row `r` reads input row `⌊r/2⌋` of the same band, so the halo is
     /// the neighbour's nearest input row, doubled): the upsampled activation never exists whole.
-    pub fn upsample_conv(&self, conv: &Conv2d) -> Self {
-        self.conv_after(conv, &Prologue::Upsample2x)
+    pub fn upsample_conv(self, conv: &Conv2d) -> Self {
+        self.conv_stream(conv, &Prologue::Upsample2x, |_, y| y)
     }
 
-    /// The convolution of `prologue` applied to this activation, band by band.
-    fn conv_after(&self, conv: &Conv2d, prologue: &Prologue) -> Self {
+    /// The convolution of `prologue` applied to this activation band by band, consuming it:
+    /// each input band is dropped as soon as no later band's halo reaches it, so the input
+    /// shrinks while the output grows and the two never both exist whole (at 512×512: the
+    /// decoder's 256 MiB activations). Output band `i` is `finish(input band i, its
+    /// convolution)`.
+    fn conv_stream(
+        self,
+        conv: &Conv2d,
+        prologue: &Prologue,
+        mut finish: impl FnMut(Tensor<4>, Tensor<4>) -> Tensor<4>,
+    ) -> Self {
         let [k, _] = conv.kernel_size;
         let halo = k / 2;
-        // Weights stored as f16 are widened to the activations' dtype (see `kernels::layers`).
         let Some(dtype) = self.0.first().map(Tensor::dtype) else {
             return Self(Vec::new());
         };
-        let weight = widen(conv.weight.val(), dtype);
-        let bias = conv.bias.as_ref().map(|b| widen(b.val(), dtype));
-        let options = ConvOptions::new([1, 1], [0, halo], [1, 1], 1);
-        let [c_out, c_in, kh, kw] = weight.dims();
-        let convolve = |x: Tensor<4>| {
-            let y = conv_gemm::conv2d(x, weight.clone(), bias.clone(), options.clone());
-            // The work counter sees each band's convolution, as `layers::conv2d` counts a
-            // whole one.
-            let [b, _, h, w] = y.dims();
-            work::add(work::matmul_flops(b * h * w, c_in * kh * kw, c_out));
-            y
-        };
-        let factor = prologue.row_factor();
+        let convolve = band_convolution(conv, dtype);
         // Input rows a halo of `halo` output rows needs from a neighbour.
-        let halo_in = halo.div_ceil(factor);
-        let out = (0..self.0.len())
-            .map(|i| {
-                let core = prologue.apply(self.0[i].clone());
-                if halo == 0 {
-                    return convolve(core);
-                }
+        let halo_in = halo.div_ceil(prologue.row_factor());
+        let mut slots: Vec<Option<Tensor<4>>> = self.0.into_iter().map(Some).collect();
+        let rows = |t: &Option<Tensor<4>>| t.as_ref().map_or(0, |t| t.dims()[2]);
+        let mut first_kept = 0;
+        let mut out = Vec::with_capacity(slots.len());
+        for i in 0..slots.len() {
+            let input = slots[i]
+                .clone()
+                .expect("a band is kept until it is convolved");
+            let core = prologue.apply(input.clone());
+            let y = if halo == 0 {
+                convolve(core)
+            } else {
                 // Neighbour rows are transformed like the band, then cut to the halo; rows
                 // beyond the image are the convolution's zero padding (after the prologue).
-                let above = self.rows_before(i, halo_in).map(|t| {
+                let above = rows_before(&slots, i, halo_in).map(|t| {
                     let t = prologue.apply(t);
                     let h = t.dims()[2];
                     t.narrow(2, h - halo.min(h), halo.min(h))
                 });
-                let below = self.rows_after(i, halo_in).map(|t| {
+                let below = rows_after(&slots, i, halo_in).map(|t| {
                     let t = prologue.apply(t);
                     let h = t.dims()[2];
                     t.narrow(2, 0, halo.min(h))
                 });
-                let zeros = |n: usize| core.clone().narrow(2, 0, 1).zeros_like().repeat_dim(2, n);
-                let rows = |t: &Option<Tensor<4>>| t.as_ref().map_or(0, |t| t.dims()[2]);
+                let zero_row = core.clone().narrow(2, 0, 1).zeros_like();
+                let zeros = |n: usize| zero_row.clone().repeat_dim(2, n);
                 let (top, bottom) = (halo - rows(&above), halo - rows(&below));
                 let mut parts = Vec::with_capacity(5);
                 if top > 0 {
                     parts.push(zeros(top));
                 }
                 parts.extend(above);
-                parts.push(core.clone());
+                parts.push(core);
                 parts.extend(below);
                 if bottom > 0 {
                     parts.push(zeros(bottom));
                 }
                 convolve(Tensor::cat(parts, 2))
-            })
-            .collect();
+            };
+            out.push(finish(input, y));
+            // Drop the bands above band i + 1's halo: nothing reads them again.
+            while first_kept < i
+                && slots[first_kept + 1..=i].iter().map(rows).sum::<usize>() >= halo_in
+            {
+                slots[first_kept] = None;
+                first_kept += 1;
+            }
+        }
         Self(out)
-    }
-
-    /// Up to `n` rows just above band `i` (from the bands before it; fewer at the image top,
-    /// none for the first band).
-    fn rows_before(&self, i: usize, n: usize) -> Option<Tensor<4>> {
-        let mut need = n;
-        let mut pieces = Vec::new();
-        let mut j = i;
-        while need > 0 && j > 0 {
-            j -= 1;
-            let h = self.0[j].dims()[2];
-            let take = need.min(h);
-            pieces.push(self.0[j].clone().narrow(2, h - take, take));
-            need -= take;
-        }
-        pieces.reverse();
-        (!pieces.is_empty()).then(|| Tensor::cat(pieces, 2))
-    }
-
-    /// Up to `n` rows just below band `i` (from the bands after it; fewer at the image bottom,
-    /// none for the last band).
-    fn rows_after(&self, i: usize, n: usize) -> Option<Tensor<4>> {
-        let mut need = n;
-        let mut pieces = Vec::new();
-        let mut j = i + 1;
-        while need > 0 && j < self.0.len() {
-            let h = self.0[j].dims()[2];
-            let take = need.min(h);
-            pieces.push(self.0[j].clone().narrow(2, 0, take));
-            need -= take;
-            j += 1;
-        }
-        (!pieces.is_empty()).then(|| Tensor::cat(pieces, 2))
     }
 
     /// GroupNorm's mean and variance per group over every band.
@@ -220,6 +205,63 @@ impl Bands {
         let pieces: Vec<Tensor<3>> = self.0.iter().map(|x| grouped(norm, x.clone())).collect();
         statistics::moments(&pieces)
     }
+}
+
+/// A "same" convolution (odd k×k, stride 1) as applied to one band whose k/2 halo rows above
+/// and below are already in place: no row padding, the layer's zero padding on the columns.
+/// Weights stored as f16 are widened to the activations' dtype (see `kernels::layers`). Each
+/// call is counted as the rows it outputs.
+pub(crate) fn band_convolution(
+    conv: &Conv2d,
+    dtype: burn::tensor::DType,
+) -> impl Fn(Tensor<4>) -> Tensor<4> {
+    let weight = widen(conv.weight.val(), dtype);
+    let bias = conv.bias.as_ref().map(|b| widen(b.val(), dtype));
+    let options = ConvOptions::new([1, 1], [0, conv.kernel_size[1] / 2], [1, 1], 1);
+    let [c_out, c_in, kh, kw] = weight.dims();
+    move |x: Tensor<4>| {
+        let y = conv_gemm::conv2d(x, weight.clone(), bias.clone(), options.clone());
+        // The work counter sees each band's convolution, as `layers::conv2d` counts a whole
+        // one.
+        let [b, _, h, w] = y.dims();
+        work::add(work::matmul_flops(b * h * w, c_in * kh * kw, c_out));
+        y
+    }
+}
+
+/// Up to `n` rows just above band `i` (from the bands before it; fewer at the image top,
+/// none for the first band).
+fn rows_before(bands: &[Option<Tensor<4>>], i: usize, n: usize) -> Option<Tensor<4>> {
+    let mut need = n;
+    let mut pieces = Vec::new();
+    let mut j = i;
+    while need > 0 && j > 0 {
+        j -= 1;
+        let band = bands[j].as_ref().expect("halo rows are kept");
+        let h = band.dims()[2];
+        let take = need.min(h);
+        pieces.push(band.clone().narrow(2, h - take, take));
+        need -= take;
+    }
+    pieces.reverse();
+    (!pieces.is_empty()).then(|| Tensor::cat(pieces, 2))
+}
+
+/// Up to `n` rows just below band `i` (from the bands after it; fewer at the image bottom,
+/// none for the last band).
+fn rows_after(bands: &[Option<Tensor<4>>], i: usize, n: usize) -> Option<Tensor<4>> {
+    let mut need = n;
+    let mut pieces = Vec::new();
+    let mut j = i + 1;
+    while need > 0 && j < bands.len() {
+        let band = bands[j].as_ref().expect("bands below are not dropped yet");
+        let h = band.dims()[2];
+        let take = need.min(h);
+        pieces.push(band.clone().narrow(2, 0, take));
+        need -= take;
+        j += 1;
+    }
+    (!pieces.is_empty()).then(|| Tensor::cat(pieces, 2))
 }
 
 /// What a banded convolution applies to its input rows first.

@@ -9,7 +9,7 @@ use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
 
 use crate::kernels::layers;
-use crate::kernels::row_bands::Bands;
+use crate::kernels::row_bands::{Bands, band_convolution};
 use crate::kernels::upsample::{upsample_nearest, upsample_nearest2x};
 
 /// A `k×k` convolution with `same` padding for odd `k` (stride 1).
@@ -172,30 +172,38 @@ impl Upsample2D {
 }
 
 impl ResnetBlock2D {
-    /// [`forward`](Self::forward) (without time embedding, as in the VAE) on bands.
+    /// [`forward`](Self::forward) (without time embedding, as in the VAE) on bands, in two
+    /// streaming passes: the first takes each band's shortcut beside its first convolution, the
+    /// second adds it to the band's second convolution. Each pass drops its input bands as it
+    /// goes (`Bands::norm_silu_conv_then`), so at 512×512 this block holds about two
+    /// activations' worth at any time instead of four.
     pub fn forward_bands(&self, x: Bands) -> Bands {
-        // The shortcut first, so the input can go before the second convolution: at 512×512
-        // this block's input (256 channels, 256 MiB in f32) is the decoder's largest tensor.
-        let skip = match &self.conv_shortcut {
-            Some(shortcut) => x.conv(shortcut),
-            None => x.clone(),
-        };
-        let h = x.norm_silu_conv(&self.norm1, &self.conv1);
-        drop(x);
-        let h = h.norm_silu_conv(&self.norm2, &self.conv2);
-        let out = skip.add_bands(h);
-        if self.output_scale_factor != 1.0 {
-            let s = self.output_scale_factor;
-            out.map(|t| t / s)
-        } else {
-            out
-        }
+        let dtype = x.dtype();
+        let shortcut = self
+            .conv_shortcut
+            .as_ref()
+            .map(|c| band_convolution(c, dtype));
+        let mut skip = Vec::new();
+        let h = x.norm_silu_conv_then(&self.norm1, &self.conv1, |x, h| {
+            skip.push(match &shortcut {
+                Some(shortcut) => shortcut(x),
+                None => x,
+            });
+            h
+        });
+        let mut skip = skip.into_iter();
+        let s = self.output_scale_factor;
+        h.norm_silu_conv_then(&self.norm2, &self.conv2, |_, h| {
+            // diffusers: `(input_tensor + hidden_states) / output_scale_factor`.
+            let out = skip.next().expect("one shortcut band per band") + h;
+            if s != 1.0 { out / s } else { out }
+        })
     }
 }
 
 impl Upsample2D {
     /// Nearest ×2 + convolution on bands, each band upsampled just before its convolution.
-    pub fn forward_bands(&self, x: &Bands) -> Bands {
+    pub fn forward_bands(&self, x: Bands) -> Bands {
         x.upsample_conv(&self.conv)
     }
 }

@@ -541,7 +541,7 @@ impl UpDecoderBlock2D {
             x = resnet.forward_bands(x);
         }
         for up in &self.upsamplers {
-            x = up.forward_bands(&x);
+            x = up.forward_bands(x);
         }
         x
     }

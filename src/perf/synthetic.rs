@@ -701,8 +701,11 @@ pub async fn edit_synthetic(
     let vae = held(model.vae.init(budget, &device)?.no_grad(), f16_weights);
     // In host memory between prompts, as the editor holds it (`weights::host`).
     let text_encoder = crate::weights::HostModule::read_back(
-        model.text_encoder.init(budget, &device)?,
-        held(model.text_encoder.init(budget, &device)?, f16_weights),
+        model.text_encoder.init(budget, &device)?.no_grad(),
+        held(
+            model.text_encoder.init(budget, &device)?.no_grad(),
+            f16_weights,
+        ),
     )
     .await?;
     // The default edit's settings (docs/ALGORITHM.md §1.19).
@@ -770,7 +773,7 @@ pub async fn edit_synthetic(
     let vocab = model.text_encoder.vocab_size as u32;
     let ids = vec![(0..77u32).map(|i| i % vocab).collect::<Vec<_>>()];
     measure!("CLIP text encoder (the prompt)", 1, {
-        ehs = text_encoder.upload().no_grad().forward(&ids)?;
+        ehs = text_encoder.upload().forward(&ids)?;
         read_f32(ehs.clone().sum()).await?;
     });
 

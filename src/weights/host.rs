@@ -43,6 +43,15 @@ impl<M: Module> HostModule<M> {
         self.skeleton.clone().map(&mut Setter::new(&mut take))
     }
 
+    /// The same module with no parameter requiring gradients (the skeleton's parameters stay
+    /// uninitialised): uploads are then never tracked by autodiff.
+    pub fn no_grad(self) -> Self {
+        Self {
+            skeleton: self.skeleton.no_grad(),
+            data: self.data,
+        }
+    }
+
     /// Bytes held in host memory.
     pub fn host_bytes(&self) -> usize {
         self.data.values().map(|d| d.as_bytes().len()).sum()
@@ -80,7 +89,8 @@ impl<M: Module> HostModule<M> {
             }
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
                 let path = super::load::module_path(&self.stack);
-                let t = param.val();
+                // Detached: no autodiff node may keep the device copy alive after `module`.
+                let t = param.val().detach();
                 let shape = t.dims().to_vec();
                 let n: usize = shape.iter().product();
                 self.tensors.push((path, t.reshape([n]), shape));
@@ -98,8 +108,12 @@ impl<M: Module> HostModule<M> {
                 .into_data_async()
                 .await
                 .map_err(|e| crate::Error::Readback(format!("{e:?}")))?;
-            let (bytes, _, dtype) = d.into_parts();
-            data.insert(path, TensorData::from_bytes(bytes, shape, dtype));
+            // Copied into plain host memory: read-back bytes may live in the device's mapped
+            // staging memory (counted by its pools) for as long as they are held.
+            data.insert(
+                path,
+                TensorData::from_bytes_vec(d.as_bytes().to_vec(), shape, d.dtype()),
+            );
         }
         Ok(Self::new(skeleton, data))
     }
