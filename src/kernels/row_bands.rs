@@ -94,7 +94,7 @@ impl Bands {
     /// k/2 rows of its neighbours (zeros at the top and bottom of the image) and convolved
     /// without row padding.
     pub fn conv(self, conv: &Conv2d) -> Self {
-        self.conv_stream(conv, &Prologue::None, |_, y| y)
+        self.conv_stream(conv, &Prologue::None, &mut |_, y| y)
     }
 
     /// `conv(silu(group_norm(x)))` without the normalised activation ever existing whole: the
@@ -102,7 +102,7 @@ impl Bands {
     /// just before their convolution (the same elementwise operations on the same rows as the
     /// whole-tensor layers).
     pub fn norm_silu_conv(self, norm: &GroupNorm, conv: &Conv2d) -> Self {
-        self.norm_silu_conv_then(norm, conv, |_, y| y)
+        self.norm_silu_conv_then(norm, conv, &mut |_, y| y)
     }
 
     /// [`norm_silu_conv`](Self::norm_silu_conv) whose output bands are `finish(input band,
@@ -112,7 +112,7 @@ impl Bands {
         self,
         norm: &GroupNorm,
         conv: &Conv2d,
-        finish: impl FnMut(Tensor<4>, Tensor<4>) -> Tensor<4>,
+        finish: &mut dyn FnMut(Tensor<4>, Tensor<4>) -> Tensor<4>,
     ) -> Self {
         let (mean, var) = self.moments(norm);
         let prologue = Prologue::NormSilu {
@@ -127,7 +127,7 @@ impl Bands {
     /// convolution (output row `r` reads input row `⌊r/2⌋` of the same band, so the halo is
     /// the neighbour's nearest input row, doubled): the upsampled activation never exists whole.
     pub fn upsample_conv(self, conv: &Conv2d) -> Self {
-        self.conv_stream(conv, &Prologue::Upsample2x, |_, y| y)
+        self.conv_stream(conv, &Prologue::Upsample2x, &mut |_, y| y)
     }
 
     /// The convolution of `prologue` applied to this activation band by band, consuming it:
@@ -139,7 +139,7 @@ impl Bands {
         self,
         conv: &Conv2d,
         prologue: &Prologue,
-        mut finish: impl FnMut(Tensor<4>, Tensor<4>) -> Tensor<4>,
+        finish: &mut dyn FnMut(Tensor<4>, Tensor<4>) -> Tensor<4>,
     ) -> Self {
         let [k, _] = conv.kernel_size;
         let halo = k / 2;

@@ -184,7 +184,7 @@ impl ResnetBlock2D {
             .as_ref()
             .map(|c| band_convolution(c, dtype));
         let mut skip = Vec::new();
-        let h = x.norm_silu_conv_then(&self.norm1, &self.conv1, |x, h| {
+        let h = x.norm_silu_conv_then(&self.norm1, &self.conv1, &mut |x, h| {
             skip.push(match &shortcut {
                 Some(shortcut) => shortcut(x),
                 None => x,
@@ -193,7 +193,7 @@ impl ResnetBlock2D {
         });
         let mut skip = skip.into_iter();
         let s = self.output_scale_factor;
-        h.norm_silu_conv_then(&self.norm2, &self.conv2, |_, h| {
+        h.norm_silu_conv_then(&self.norm2, &self.conv2, &mut |_, h| {
             // diffusers: `(input_tensor + hidden_states) / output_scale_factor`.
             let out = skip.next().expect("one shortcut band per band") + h;
             if s != 1.0 { out / s } else { out }

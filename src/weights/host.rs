@@ -80,13 +80,8 @@ impl<M: Module> HostModule<M> {
             tensors: Vec<(String, Tensor<1>, Vec<usize>)>,
         }
         impl ModuleVisitor for Collect {
-            fn enter_module(&mut self, name: &str, container_type: &str) {
-                self.stack
-                    .push((name.to_string(), container_type.to_string()));
-            }
-            fn exit_module(&mut self, _name: &str, _container_type: &str) {
-                self.stack.pop();
-            }
+            super::load::track_module_path!();
+
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
                 let path = super::load::module_path(&self.stack);
                 // Detached: no autodiff node may keep the device copy alive after `module`.

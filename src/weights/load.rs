@@ -140,6 +140,22 @@ struct Collector {
     slots: BTreeMap<String, Slot>,
 }
 
+/// `enter_module`/`exit_module` for a visitor or mapper with a `stack: Vec<(String, String)>`
+/// field: the names and container types from the root to the current module.
+macro_rules! track_module_path {
+    () => {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.stack
+                .push((name.to_string(), container_type.to_string()));
+        }
+
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.stack.pop();
+        }
+    };
+}
+pub(crate) use track_module_path;
+
 /// A parameter's module path from the visitor's stack of `(name, container type)`: names
 /// `.`-joined, enum variants left out (they are not part of the weight keys).
 pub(crate) fn module_path(stack: &[(String, String)]) -> String {
@@ -152,14 +168,7 @@ pub(crate) fn module_path(stack: &[(String, String)]) -> String {
 }
 
 impl ModuleVisitor for Collector {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack
-            .push((name.to_string(), container_type.to_string()));
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.pop();
-    }
+    track_module_path!();
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let path = module_path(&self.stack);
@@ -240,14 +249,7 @@ impl<'a> Setter<'a> {
 }
 
 impl ModuleMapper for Setter<'_> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack
-            .push((name.to_string(), container_type.to_string()));
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.pop();
-    }
+    track_module_path!();
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         match (self.source)(&module_path(&self.stack)) {
