@@ -225,9 +225,10 @@ impl Encoder {
     /// x: `[b, 3, H, W]` → `[b, 2·latent, h, w]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         // Whole tensors (the largest, 128 channels × 512² in f32, fits WebGPU's default
-        // binding): banding the encoder's ResNets was measured to need more memory, not less
-        // (2.79 vs 2.67 GiB at 512×512: its bands, their merge and the whole-size pages
-        // fragment the allocator more than the normalised copies they avoid).
+        // binding). Banding the encoder's ResNets was measured twice and kept neither time:
+        // plain bands needed more memory (2.79 vs 2.67 GiB at 512×512), streamed bands
+        // (`Bands::norm_silu_conv_then`) the same (2.49 GiB reserved either way: the
+        // allocator's 128 MiB pages, not the tensors alive, set this phase's peak).
         let mut x = layers::conv2d(&self.conv_in, x);
         for block in &self.down_blocks {
             x = block.forward(x);

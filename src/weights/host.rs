@@ -3,7 +3,7 @@
 //! The CLIP text encoder runs once per distinct prompt (`model_set::PromptCache`), yet held on
 //! the GPU its weights (≈ 0.23 GiB for SD 1.5 in f16, its token table f32) would sit beside the
 //! UNet through the whole edit and raise every later phase's peak — the VAE encode and decode
-//! above all (docs/ARCHITECTURE.md §3, "Memory per phase"). The official code keeps the text
+//! above all (docs/ARCHITECTURE.md §3 "Memory per phase", §7). The official code keeps the text
 //! encoder resident in its 13 GB; a browser tab on a 4–8 GiB GPU cannot afford to. Here the
 //! loader keeps the tensors it checked and laid out ([`WeightLoader::on_host`]) and
 //! [`HostModule::upload`] builds the device module from them for one use; dropping that module
