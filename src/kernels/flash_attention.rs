@@ -434,6 +434,67 @@ fn backward(
 mod cube {
     use cubecl::prelude::*;
 
+    /// Where row `i` of head `bh % heads` in batch `bh / heads` starts in a
+    /// `[batch, rows, heads·width]` tensor (`bh` = batch·heads + head).
+    #[cube]
+    fn head_row(bh: usize, i: usize, rows: usize, heads: usize, #[comptime] width: usize) -> usize {
+        ((bh / heads) * rows + i) * (heads * width) + (bh % heads) * width
+    }
+
+    /// `len` values of `src` from `off`, in f32, times `scale`.
+    #[cube]
+    fn load_row<E: Float>(
+        src: &Tensor<E>,
+        off: usize,
+        scale: f32,
+        #[comptime] len: usize,
+    ) -> Array<f32> {
+        let mut row = Array::<f32>::new(len);
+        for t in 0..len {
+            row[t] = f32::cast_from(src[off + t]) * scale;
+        }
+        row
+    }
+
+    /// `len` zeros.
+    #[cube]
+    fn zero_row(#[comptime] len: usize) -> Array<f32> {
+        let mut row = Array::<f32>::new(len);
+        for t in 0..len {
+            row[t] = f32::new(0.0);
+        }
+        row
+    }
+
+    /// `Σ_t a[t] · src[off + t]` in f32.
+    #[cube]
+    fn dot_row<E: Float>(
+        a: &Array<f32>,
+        src: &Tensor<E>,
+        off: usize,
+        #[comptime] len: usize,
+    ) -> f32 {
+        let mut s = f32::new(0.0);
+        for t in 0..len {
+            s += a[t] * f32::cast_from(src[off + t]);
+        }
+        s
+    }
+
+    /// `dst[off + t] = a[t] · scale` in `dst`'s dtype.
+    #[cube]
+    fn store_row<E: Float>(
+        dst: &mut Tensor<E>,
+        off: usize,
+        a: &Array<f32>,
+        scale: f32,
+        #[comptime] len: usize,
+    ) {
+        for t in 0..len {
+            dst[off + t] = E::cast_from(a[t] * scale);
+        }
+    }
+
     /// One invocation per query row `r = (batch·heads + head)·n + i`: online softmax over the
     /// row's keys, output and log-sum-exp.
     #[cube(launch)]
@@ -462,18 +523,9 @@ mod cube {
         let m = m as usize;
         let i = row % n;
         let bh = row / n;
-        let h = bh % heads;
-        let bi = bh / heads;
-        let q_off = (bi * n + i) * (heads * d) + h * d;
 
-        let mut qi = Array::<f32>::new(d);
-        for t in 0..d {
-            qi[t] = f32::cast_from(q[q_off + t]) * scale;
-        }
-        let mut acc = Array::<f32>::new(dv);
-        for t in 0..dv {
-            acc[t] = f32::new(0.0);
-        }
+        let qi = load_row(q, head_row(bh, i, n, heads, d), scale, d);
+        let mut acc = zero_row(dv);
         // Below every score (WGSL has no −∞ literal; exp of anything this far below is 0).
         let mut running_max = f32::new(-3.0e38);
         let mut sum = f32::new(0.0);
@@ -482,26 +534,24 @@ mod cube {
             end = i + 1;
         }
         for j in 0..end {
-            let k_off = (bi * m + j) * (heads * d) + h * d;
-            let mut s = f32::new(0.0);
-            for t in 0..d {
-                s += qi[t] * f32::cast_from(k[k_off + t]);
-            }
+            let s = dot_row(&qi, k, head_row(bh, j, m, heads, d), d);
             let new_max = max(running_max, s);
             let rescale = (running_max - new_max).exp();
             let p = (s - new_max).exp();
             sum = sum * rescale + p;
-            let v_off = (bi * m + j) * (heads * dv) + h * dv;
+            let v_off = head_row(bh, j, m, heads, dv);
             for t in 0..dv {
                 acc[t] = acc[t] * rescale + p * f32::cast_from(v[v_off + t]);
             }
             running_max = new_max;
         }
-        let inv = f32::new(1.0) / sum;
-        let o_off = (bi * n + i) * (heads * dv) + h * dv;
-        for t in 0..dv {
-            out[o_off + t] = E::cast_from(acc[t] * inv);
-        }
+        store_row(
+            out,
+            head_row(bh, i, n, heads, dv),
+            &acc,
+            f32::new(1.0) / sum,
+            dv,
+        );
         lse[row] = running_max + sum.ln();
     }
 
@@ -521,13 +571,8 @@ mod cube {
         if row >= lse.len() {
             terminate!();
         }
-        let heads = heads as usize;
         let n = n as usize;
-        let i = row % n;
-        let bh = row / n;
-        let h = bh % heads;
-        let bi = bh / heads;
-        let off = (bi * n + i) * (heads * dv) + h * dv;
+        let off = head_row(row / n, row % n, n, heads as usize, dv);
         let mut delta = f32::new(0.0);
         for t in 0..dv {
             delta += f32::cast_from(d_out[off + t]) * f32::cast_from(out[off + t]);
@@ -564,49 +609,27 @@ mod cube {
         let m = m as usize;
         let i = row % n;
         let bh = row / n;
-        let h = bh % heads;
-        let bi = bh / heads;
-        let q_off = (bi * n + i) * (heads * d) + h * d;
-        let o_off = (bi * n + i) * (heads * dv) + h * dv;
+        let q_off = head_row(bh, i, n, heads, d);
         let lse = stats[2 * row];
         let delta = stats[2 * row + 1];
 
-        let mut qi = Array::<f32>::new(d);
-        for t in 0..d {
-            qi[t] = f32::cast_from(q[q_off + t]) * scale;
-        }
-        let mut doi = Array::<f32>::new(dv);
-        for t in 0..dv {
-            doi[t] = f32::cast_from(d_out[o_off + t]);
-        }
-        let mut acc = Array::<f32>::new(d);
-        for t in 0..d {
-            acc[t] = f32::new(0.0);
-        }
+        let qi = load_row(q, q_off, scale, d);
+        let doi = load_row(d_out, head_row(bh, i, n, heads, dv), f32::new(1.0), dv);
+        let mut acc = zero_row(d);
         let mut end = m;
         if causal {
             end = i + 1;
         }
         for j in 0..end {
-            let k_off = (bi * m + j) * (heads * d) + h * d;
-            let v_off = (bi * m + j) * (heads * dv) + h * dv;
-            let mut s = f32::new(0.0);
-            for t in 0..d {
-                s += qi[t] * f32::cast_from(k[k_off + t]);
-            }
-            let p = (s - lse).exp();
-            let mut dp = f32::new(0.0);
-            for t in 0..dv {
-                dp += doi[t] * f32::cast_from(v[v_off + t]);
-            }
+            let k_off = head_row(bh, j, m, heads, d);
+            let p = (dot_row(&qi, k, k_off, d) - lse).exp();
+            let dp = dot_row(&doi, v, head_row(bh, j, m, heads, dv), dv);
             let ds = p * (dp - delta);
             for t in 0..d {
                 acc[t] += ds * f32::cast_from(k[k_off + t]);
             }
         }
-        for t in 0..d {
-            dq[q_off + t] = E::cast_from(acc[t] * scale);
-        }
+        store_row(dq, q_off, &acc, scale, d);
     }
 
     /// One invocation per key row `(batch·heads + head)·m + j`:
@@ -639,27 +662,13 @@ mod cube {
         }
         let j = key_row % m;
         let bh = key_row / m;
-        let h = bh % heads;
-        let bi = bh / heads;
-        let k_off = (bi * m + j) * (heads * d) + h * d;
-        let v_off = (bi * m + j) * (heads * dv) + h * dv;
+        let k_off = head_row(bh, j, m, heads, d);
+        let v_off = head_row(bh, j, m, heads, dv);
 
-        let mut kj = Array::<f32>::new(d);
-        for t in 0..d {
-            kj[t] = f32::cast_from(k[k_off + t]) * scale;
-        }
-        let mut vj = Array::<f32>::new(dv);
-        for t in 0..dv {
-            vj[t] = f32::cast_from(v[v_off + t]);
-        }
-        let mut dk_acc = Array::<f32>::new(d);
-        for t in 0..d {
-            dk_acc[t] = f32::new(0.0);
-        }
-        let mut dv_acc = Array::<f32>::new(dv);
-        for t in 0..dv {
-            dv_acc[t] = f32::new(0.0);
-        }
+        let kj = load_row(k, k_off, scale, d);
+        let vj = load_row(v, v_off, f32::new(1.0), dv);
+        let mut dk_acc = zero_row(d);
+        let mut dv_acc = zero_row(dv);
         // Causal: only queries i ≥ j see key j.
         let mut start = j;
         if !causal {
@@ -667,13 +676,9 @@ mod cube {
         }
         for i in start..n {
             let row = bh * n + i;
-            let q_off = (bi * n + i) * (heads * d) + h * d;
-            let o_off = (bi * n + i) * (heads * dv) + h * dv;
-            let mut s = f32::new(0.0);
-            for t in 0..d {
-                s += f32::cast_from(q[q_off + t]) * kj[t];
-            }
-            let p = (s - stats[2 * row]).exp();
+            let q_off = head_row(bh, i, n, heads, d);
+            let o_off = head_row(bh, i, n, heads, dv);
+            let p = (dot_row(&kj, q, q_off, d) - stats[2 * row]).exp();
             let mut dp = f32::new(0.0);
             for t in 0..dv {
                 let g = f32::cast_from(d_out[o_off + t]);
@@ -685,11 +690,7 @@ mod cube {
                 dk_acc[t] += ds * f32::cast_from(q[q_off + t]);
             }
         }
-        for t in 0..d {
-            dk[k_off + t] = E::cast_from(dk_acc[t] * scale);
-        }
-        for t in 0..dv {
-            dv_out[v_off + t] = E::cast_from(dv_acc[t]);
-        }
+        store_row(dk, k_off, &dk_acc, scale, d);
+        store_row(dv_out, v_off, &dv_acc, f32::new(1.0), dv);
     }
 }
