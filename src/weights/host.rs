@@ -1,10 +1,10 @@
 //! A network whose weights wait in host memory and are uploaded only while it runs.
 //!
 //! The CLIP text encoder runs once per distinct prompt (`model_set::PromptCache`), yet held on
-//! the GPU its weights (≈ 0.23 GiB for SD 1.5 in f16, its token table f32) would sit beside the
+//! the GPU its weights (≈ 0.3 GiB for SD 1.5: f16 matrices, f32 token table) would sit beside the
 //! UNet through the whole edit and raise every later phase's peak — the VAE encode and decode
-//! above all (docs/ARCHITECTURE.md §3 "Memory per phase", §7). The official code keeps the text
-//! encoder resident in its 13 GB; a browser tab on a 4–8 GiB GPU cannot afford to. Here the
+//! above all (docs/ARCHITECTURE.md §3 "Memory per phase", §7). The official code too moves its
+//! text encoder (and the VAE encoder) to the CPU once inversion is done. Here the
 //! loader keeps the tensors it checked and laid out ([`WeightLoader::on_host`]) and
 //! [`HostModule::upload`] builds the device module from them for one use; dropping that module
 //! gives the memory back. The values are bit for bit those an on-device load would upload (the
