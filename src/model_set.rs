@@ -8,7 +8,7 @@
 //! Prompt embeddings are cached while the model stays loaded ([`PromptCache`]): the text encoder
 //! runs once per distinct prompt (the empty one included), not once per edit or per benchmark
 //! sample. Between those runs its weights wait in host memory ([`HostModule`]) instead of
-//! taking ≈ 0.23 GiB of GPU memory through every later phase of an edit.
+//! taking ≈ 0.3 GB of GPU memory through every later phase of an edit.
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
