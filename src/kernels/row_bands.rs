@@ -89,11 +89,6 @@ impl Bands {
             .map_or(burn::tensor::DType::F32, Tensor::dtype)
     }
 
-    /// `f` applied to each band (for operations that act on rows independently).
-    pub fn map(self, f: impl Fn(Tensor<4>) -> Tensor<4>) -> Self {
-        Self(self.0.into_iter().map(f).collect())
-    }
-
     /// A 3×3 (or any odd k×k, stride 1, "same" padding) convolution: each band is extended by
     /// k/2 rows of its neighbours (zeros at the top and bottom of the image) and convolved
     /// without row padding.

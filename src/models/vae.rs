@@ -264,34 +264,44 @@ pub struct Decoder {
 impl Decoder {
     /// z: `[b, latent, h, w]` → `[b, 3, 2^(n−1)·h, 2^(n−1)·w]`.
     pub fn forward(&self, z: Tensor<4>) -> Tensor<4> {
-        let mut x = layers::conv2d(&self.conv_in, z);
-        x = self.mid_block.forward(x);
+        let x = layers::conv2d(&self.conv_in, z);
         // Whole tensors while every activation fits one band; row bands from the first up
         // block whose activations would not (at 512×512 in f32: the last three), to the end.
-        let mut bands: Option<Bands> = None;
+        // The whole tensor is moved into its bands, so it goes as they are consumed.
+        let mut x = Activation::Whole(Box::new(self.mid_block.forward(x)));
+        let limit = self.max_buffer_bytes.min(BAND_BYTES);
         for block in &self.up_blocks {
-            let dims = bands.as_ref().map_or_else(|| x.dims(), Bands::largest_dims);
-            let limit = self.max_buffer_bytes.min(BAND_BYTES);
-            let n = bands_needed(block.peak_elements(dims), dims[2], limit);
-            bands = match bands.take() {
-                Some(b) => Some(block.forward_bands(b.refine(n))),
-                None if n > 1 => Some(block.forward_bands(Bands::split(x.clone(), n))),
-                None => {
-                    x = block.forward(x);
-                    None
+            x = match x {
+                Activation::Banded(b) => {
+                    let dims = b.largest_dims();
+                    let n = bands_needed(block.peak_elements(dims), dims[2], limit);
+                    Activation::Banded(block.forward_bands(b.refine(n)))
+                }
+                Activation::Whole(x) => {
+                    let dims = x.dims();
+                    match bands_needed(block.peak_elements(dims), dims[2], limit) {
+                        1 => Activation::Whole(Box::new(block.forward(*x))),
+                        n => Activation::Banded(block.forward_bands(Bands::split(*x, n))),
+                    }
                 }
             };
         }
-        match bands {
-            Some(b) => b
+        match x {
+            Activation::Banded(b) => b
                 .norm_silu_conv(&self.conv_norm_out, &self.conv_out)
                 .merge(),
-            None => layers::conv2d(
+            Activation::Whole(x) => layers::conv2d(
                 &self.conv_out,
-                silu(layers::group_norm(&self.conv_norm_out, x)),
+                silu(layers::group_norm(&self.conv_norm_out, *x)),
             ),
         }
     }
+}
+
+/// A decoder activation: one tensor, or row bands once it no longer fits one band.
+enum Activation {
+    Whole(Box<Tensor<4>>),
+    Banded(Bands),
 }
 
 /// The diagonal Gaussian the encoder predicts (diffusers `DiagonalGaussianDistribution`).
